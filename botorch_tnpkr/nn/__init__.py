@@ -1,0 +1,18 @@
+"""TNP-KR in plain PyTorch (no BoTorch import)."""
+
+from __future__ import annotations
+
+from botorch_tnpkr.nn.config import ATTENTION_BACKENDS, TNPKRConfig
+from botorch_tnpkr.nn.io import load_network, read_metadata, save_network
+from botorch_tnpkr.nn.model import TNPKR, ContextCache, Prediction
+
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "TNPKR",
+    "ContextCache",
+    "Prediction",
+    "TNPKRConfig",
+    "load_network",
+    "read_metadata",
+    "save_network",
+]

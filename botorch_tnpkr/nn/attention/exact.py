@@ -1,0 +1,101 @@
+"""Exact softmax attention with the kernel bias: ``softmax`` and ``scan`` modes, same weights."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from botorch_tnpkr.nn.attention.base import AttentionBackend
+from botorch_tnpkr.nn.bias import KernelBias, scaled_distance
+
+ExactMemory = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+def masked_fill_value(dtype: torch.dtype) -> float:
+    """A large, finite negative logit for invalid keys (finite so that rows stay NaN free)."""
+    return torch.finfo(dtype).min / 4
+
+
+class ExactAttention(AttentionBackend):
+    """Multi-head softmax attention whose logits carry a learnable kernel bias of distance.
+
+    ``mode="softmax"`` materialises the `B x H x nq x nk` bias and calls
+    ``scaled_dot_product_attention``. ``mode="scan"`` computes the same function tile by tile
+    (``chunk`` queries x ``chunk`` keys) with an online softmax, building each tile's bias on
+    the fly, so that memory does not grow with ``nq * nk``. During training the tiles of each
+    query chunk are recomputed in the backward pass (gradient checkpointing).
+    """
+
+    def __init__(self, dim_model: int, num_heads: int, num_basis: int, mode: str, chunk: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.dim_head = dim_model // num_heads
+        self.q_proj = nn.Linear(dim_model, dim_model)
+        self.kv_proj = nn.Linear(dim_model, 2 * dim_model)
+        self.out_proj = nn.Linear(dim_model, dim_model)
+        self.bias = KernelBias(num_heads, num_basis)
+        self.mode = mode
+        self.chunk = chunk
+
+    def _heads(self, t: Tensor) -> Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.num_heads, self.dim_head).transpose(1, 2)  # (B, H, n, Dh)
+
+    def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> ExactMemory:
+        k, v = self.kv_proj(tokens).chunk(2, dim=-1)
+        any_valid = mask.any(dim=-1)  # (B,)
+        return self._heads(k), self._heads(v), x, mask, any_valid
+
+    def read(self, tokens: Tensor, x: Tensor, memory: ExactMemory) -> Tensor:
+        k, v, xk, mask, any_valid = memory
+        b, nq, dim = tokens.shape
+        if k.shape[-2] == 0 or nq == 0:
+            return tokens.new_zeros(b, nq, dim)
+        q = self._heads(self.q_proj(tokens))  # (B, H, nq, Dh)
+        if self.mode == "softmax":
+            out = self._softmax(q, k, v, x, xk, mask)
+        else:
+            out = self._scan(q, k, v, x, xk, mask)
+        out = out.transpose(1, 2).reshape(b, nq, dim)
+        out = out * any_valid.view(b, 1, 1).to(out.dtype)
+        return self.out_proj(out)
+
+    def _logit_bias(self, xq: Tensor, xk: Tensor, mask: Tensor) -> Tensor:
+        bias = self.bias(scaled_distance(xq, xk, 1.0))  # (B, H, nq, nk)
+        return bias.masked_fill(~mask[:, None, None, :], masked_fill_value(bias.dtype))
+
+    def _softmax(self, q: Tensor, k: Tensor, v: Tensor, xq: Tensor, xk: Tensor, mask: Tensor):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self._logit_bias(xq, xk, mask))
+
+    def _scan(self, q: Tensor, k: Tensor, v: Tensor, xq: Tensor, xk: Tensor, mask: Tensor):
+        outs = []
+        for start in range(0, q.shape[-2], self.chunk):
+            stop = start + self.chunk
+            args = (q[..., start:stop, :], k, v, xq[:, start:stop], xk, mask)
+            if self.training and torch.is_grad_enabled():
+                outs.append(checkpoint(self._scan_rows, *args, use_reentrant=False))
+            else:
+                outs.append(self._scan_rows(*args))
+        return torch.cat(outs, dim=-2)
+
+    def _scan_rows(self, q: Tensor, k: Tensor, v: Tensor, xq: Tensor, xk: Tensor, mask: Tensor):
+        """Online-softmax attention of one query chunk over all key chunks."""
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        run_max = q.new_full((*q.shape[:-1], 1), float("-inf"))
+        run_sum = q.new_zeros((*q.shape[:-1], 1))
+        acc = torch.zeros_like(q)
+        for start in range(0, k.shape[-2], self.chunk):
+            stop = start + self.chunk
+            logits = torch.matmul(q, k[..., start:stop, :].transpose(-1, -2)) * scale
+            logits = logits + self._logit_bias(xq, xk[:, start:stop], mask[:, start:stop])
+            new_max = torch.maximum(run_max, logits.amax(dim=-1, keepdim=True))
+            weights = torch.exp(logits - new_max)
+            rescale = torch.exp(run_max - new_max)
+            run_sum = run_sum * rescale + weights.sum(dim=-1, keepdim=True)
+            acc = acc * rescale + torch.matmul(weights, v[..., start:stop, :])
+            run_max = new_max
+        return acc / run_sum

@@ -1,0 +1,113 @@
+"""Linear-time attention backends: deep kernel attention (DKA) and Performer (FAVOR+).
+
+Both summarise the whole key set into a memory whose size does not depend on the number of
+keys, so a cached context costs O(1) memory per block and each query costs O(1) time.
+Neither uses the kernel bias: distance enters DKA through its feature map of ``[x, token]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from botorch_tnpkr.nn.attention.base import AttentionBackend
+
+
+class DeepKernelAttention(AttentionBackend):
+    """One-head linear attention with a learned feature map ``phi([x, token])``.
+
+    ``out = W_o LN(phi(Q) (phi(K)^T V / n_valid))``; the memory is the `B x F x D` matrix
+    ``phi(K)^T V / n_valid``.
+    """
+
+    def __init__(self, dim_model: int, max_dim: int, num_features: int) -> None:
+        super().__init__()
+        self.phi = nn.Sequential(
+            nn.Linear(max_dim + dim_model, dim_model),
+            nn.GELU(),
+            nn.Linear(dim_model, num_features),
+        )
+        self.v_proj = nn.Linear(dim_model, dim_model)
+        self.norm = nn.LayerNorm(dim_model)
+        self.out_proj = nn.Linear(dim_model, dim_model)
+        self.feature_scale = num_features**-0.25
+
+    def _features(self, tokens: Tensor, x: Tensor) -> Tensor:
+        return self.phi(torch.cat([x, tokens], dim=-1)) * self.feature_scale
+
+    def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> tuple[Tensor]:
+        keep = mask.unsqueeze(-1).to(tokens.dtype)  # (B, n, 1)
+        fk = self._features(tokens, x) * keep  # (B, n, F)
+        count = keep.sum(dim=1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
+        v = self.v_proj(tokens) * keep / count  # (B, n, D)
+        return (torch.matmul(fk.transpose(1, 2), v),)  # (B, F, D)
+
+    def read(self, tokens: Tensor, x: Tensor, memory: tuple[Tensor]) -> Tensor:
+        (summary,) = memory
+        out = torch.matmul(self._features(tokens, x), summary)  # (B, nq, D)
+        return self.out_proj(self.norm(out))
+
+
+class PerformerAttention(AttentionBackend):
+    """Multi-head FAVOR+ attention with positive orthogonal random features, no bias.
+
+    The memory per head is ``phi(K)^T V`` (`B x H x M x Dh`) and ``phi(K)^T 1`` (`B x H x M`).
+    The random projection is a fixed buffer (saved with the weights), so predictions are
+    deterministic.
+    """
+
+    def __init__(self, dim_model: int, num_heads: int, num_features: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dim_head = dim_model // num_heads
+        self.q_proj = nn.Linear(dim_model, dim_model)
+        self.kv_proj = nn.Linear(dim_model, 2 * dim_model)
+        self.out_proj = nn.Linear(dim_model, dim_model)
+        generator = torch.Generator().manual_seed(0)
+        self.register_buffer("projection", _orthogonal_gaussian(num_features, self.dim_head, generator))
+
+    def _heads(self, t: Tensor) -> Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.num_heads, self.dim_head).transpose(1, 2)  # (B, H, n, Dh)
+
+    def _log_features(self, u: Tensor) -> Tensor:
+        u = u * self.dim_head**-0.25
+        proj = self.projection.to(u.dtype)
+        return torch.matmul(u, proj.T) - 0.5 * u.pow(2).sum(-1, keepdim=True)  # (B, H, n, M)
+
+    def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = self.kv_proj(tokens).chunk(2, dim=-1)
+        log_fk = self._log_features(self._heads(k))
+        keep = mask[:, None, :, None]
+        # One stabiliser per (task, head): a constant factor on every key cancels in the ratio.
+        if log_fk.shape[-2] == 0:
+            stab = log_fk.new_zeros(())
+        else:
+            fill = torch.finfo(log_fk.dtype).min
+            stab = log_fk.masked_fill(~keep, fill).amax(dim=(-2, -1), keepdim=True)
+            stab = stab.clamp_min(-1e4)
+        fk = torch.exp(log_fk - stab) * keep.to(log_fk.dtype)
+        return torch.matmul(fk.transpose(-1, -2), self._heads(v)), fk.sum(dim=-2)
+
+    def read(self, tokens: Tensor, x: Tensor, memory: tuple[Tensor, Tensor]) -> Tensor:
+        kv, k_sum = memory
+        b, nq, dim = tokens.shape
+        log_fq = self._log_features(self._heads(self.q_proj(tokens)))
+        fq = torch.exp(log_fq - log_fq.amax(dim=-1, keepdim=True))  # (B, H, nq, M)
+        num = torch.matmul(fq, kv)  # (B, H, nq, Dh)
+        den = torch.matmul(fq, k_sum.unsqueeze(-1))  # (B, H, nq, 1)
+        tiny = torch.finfo(den.dtype).tiny
+        out = torch.where(den > tiny, num / den.clamp_min(tiny), torch.zeros_like(num))
+        return self.out_proj(out.transpose(1, 2).reshape(b, nq, dim))
+
+
+def _orthogonal_gaussian(rows: int, cols: int, generator: torch.Generator) -> Tensor:
+    """Blocks of orthogonal rows with chi-distributed norms, as FAVOR+ prescribes."""
+    blocks = []
+    for _ in range(math.ceil(rows / cols)):
+        q, _ = torch.linalg.qr(torch.randn(cols, cols, generator=generator))
+        blocks.append(q.T)
+    norms = torch.randn(rows, cols, generator=generator).norm(dim=1, keepdim=True)
+    return torch.cat(blocks, dim=0)[:rows] * norms

@@ -1,0 +1,96 @@
+"""The frozen configuration of a TNP-KR network; it travels inside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from botorch_tnpkr.errors import ConfigError
+
+ATTENTION_BACKENDS = ("softmax", "scan", "dka", "performer")
+# softmax and scan compute the same function with the same weights; either can run the other's
+# checkpoints (``TNPKR.set_exact_backend``).
+EXACT_BACKENDS = ("softmax", "scan")
+
+
+@dataclass(frozen=True)
+class TNPKRConfig:
+    """Architecture of a TNP-KR network.
+
+    Attributes:
+        max_dim: Largest input dimension the network accepts (inputs are zero padded to it).
+        dim_model: Token width.
+        num_heads: Attention heads (exact and Performer backends; DKA uses one head).
+        num_blocks: Number of KRBlocks.
+        dim_ffn: Hidden width of the shared feed-forward network of each block.
+        num_basis: Radial basis functions per head in the kernel attention bias.
+        attention: One of ``softmax``, ``scan``, ``dka``, ``performer``.
+        scan_chunk: Tile size (queries and keys) of the scan backend.
+        dka_features: Width of the deep-kernel feature map of the DKA backend.
+        performer_features: Random features of the Performer backend.
+        min_std: Floor of the predictive standard deviations, in units of the context's
+            standard deviation of ``y`` (the network standardises ``y`` internally).
+    """
+
+    max_dim: int = 8
+    dim_model: int = 64
+    num_heads: int = 4
+    num_blocks: int = 4
+    dim_ffn: int = 128
+    num_basis: int = 5
+    attention: str = "softmax"
+    scan_chunk: int = 1024
+    dka_features: int = 64
+    performer_features: int = 128
+    min_std: float = 1e-3
+
+    def __post_init__(self) -> None:
+        positive = (
+            "max_dim",
+            "dim_model",
+            "num_heads",
+            "num_blocks",
+            "dim_ffn",
+            "num_basis",
+            "scan_chunk",
+            "dka_features",
+            "performer_features",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"TNPKRConfig.{name} must be a positive integer, got {value!r}.")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ConfigError(
+                f"TNPKRConfig.attention must be one of {ATTENTION_BACKENDS}, "
+                f"got {self.attention!r}."
+            )
+        if self.dim_model % self.num_heads != 0:
+            raise ConfigError(
+                f"TNPKRConfig.dim_model ({self.dim_model}) must be divisible by num_heads "
+                f"({self.num_heads})."
+            )
+        if not (isinstance(self.min_std, (int, float)) and 0.0 < self.min_std < 1.0):
+            raise ConfigError(f"TNPKRConfig.min_std must lie in (0, 1), got {self.min_std!r}.")
+
+    @property
+    def dim_head(self) -> int:
+        return self.dim_model // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TNPKRConfig:
+        """Build a config from a plain dict, rejecting unknown keys by name."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"A TNPKRConfig is read from a dict, got {type(data).__name__}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"Unknown TNPKRConfig fields {unknown}; allowed: {sorted(known)}.")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TNPKRConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,260 @@
+"""TNP-KR: a transformer neural process built from KRBlocks, with a cached context encoding.
+
+Shapes: ``xc`` `B x nC x d`, ``yc`` `B x nC`, ``xt`` `B x nT x d`, with ``1 <= d <= max_dim``.
+
+Inputs are zero padded to ``max_dim``; tokens also carry a mask of the used dimensions, and the
+kernel bias sees distances divided by ``sqrt(d)``. The network standardises ``yc`` with the
+mean and standard deviation of the valid context values (falling back to 0 and 1 when there
+are fewer than two, or they are all equal) and maps its predictions back, so it is equivariant
+to affine changes of ``y``. Known observation-noise variances (``yvar``) enter the context
+tokens as ``log(yvar / s^2)`` with a flag.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from botorch_tnpkr.errors import DimensionError, InputShapeError, NonFiniteInputError
+from botorch_tnpkr.nn.attention import ExactAttention
+from botorch_tnpkr.nn.block import KRBlock
+from botorch_tnpkr.nn.config import EXACT_BACKENDS, TNPKRConfig
+
+# Token features besides the padded inputs and the dimension mask: y, observed, log yvar, known.
+_EXTRA_FEATURES = 4
+_LOG_YVAR_RANGE = (-30.0, 10.0)
+
+
+@dataclass
+class ContextCache:
+    """The encoded context: everything ``predict`` needs, nothing that grows for ``dka``.
+
+    Attributes:
+        memories: One attention memory per block.
+        dim: The input dimension ``d`` of the context.
+        y_loc: `B` mean used to standardise ``yc``.
+        y_scale: `B` standard deviation used to standardise ``yc``.
+        num_context: Number of context points per task (`B`, valid points only).
+    """
+
+    memories: list[Any]
+    dim: int
+    y_loc: Tensor
+    y_scale: Tensor
+    num_context: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.y_loc.shape[0]
+
+
+@dataclass
+class Prediction:
+    """Gaussian predictive per test point, in the units of ``yc``.
+
+    Attributes:
+        mean: `B x nT` predictive mean of the latent function (and of ``y``).
+        fvar: `B x nT` variance of the latent function ``f``.
+        noise_var: `B x nT` predicted observation-noise variance; ``y = f + noise``.
+    """
+
+    mean: Tensor
+    fvar: Tensor
+    noise_var: Tensor
+
+    @property
+    def yvar(self) -> Tensor:
+        return self.fvar + self.noise_var
+
+
+class TNPKR(nn.Module):
+    """The TNP-KR network. ``forward(xc, yc, xt) == predict(encode(xc, yc), xt)``."""
+
+    def __init__(self, config: TNPKRConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.dim_model
+        in_features = 2 * config.max_dim + _EXTRA_FEATURES
+        self.embed = nn.Sequential(nn.Linear(in_features, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.blocks = nn.ModuleList(KRBlock(config) for _ in range(config.num_blocks))
+        self.head_norm = nn.LayerNorm(dim)
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 3))
+
+    # ------------------------------------------------------------------ public API
+    def forward(
+        self,
+        xc: Tensor,
+        yc: Tensor,
+        xt: Tensor,
+        yvar: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Prediction:
+        """Predict at ``xt`` given the context; see ``encode`` and ``predict``."""
+        return self.predict(self.encode(xc, yc, yvar=yvar, mask=mask), xt)
+
+    def encode(
+        self,
+        xc: Tensor,
+        yc: Tensor,
+        yvar: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> ContextCache:
+        """Encode a context once, for any number of later ``predict`` calls.
+
+        Args:
+            xc: `B x nC x d` context inputs (nC may be 0).
+            yc: `B x nC` context targets.
+            yvar: Optional `B x nC` known observation-noise variances (>= 0).
+            mask: Optional `B x nC` bool, True for valid points; invalid points change nothing,
+                so contexts of different sizes share one padded batch.
+
+        Returns:
+            The context cache.
+        """
+        self._check_context(xc, yc, yvar, mask)
+        b, n, d = xc.shape
+        if mask is None:
+            mask = torch.ones(b, n, dtype=torch.bool, device=xc.device)
+        keep = mask.to(xc.dtype)
+        xc = torch.where(mask.unsqueeze(-1), xc, torch.zeros_like(xc))
+        yc = torch.where(mask, yc, torch.zeros_like(yc))
+        count = keep.sum(-1)  # (B,)
+        loc = yc.sum(-1) / count.clamp_min(1.0)
+        var = ((yc - loc.unsqueeze(-1)) ** 2 * keep).sum(-1) / count.clamp_min(1.0)
+        scale = var.sqrt()
+        tiny = 1e-12 * torch.maximum(loc.abs(), torch.ones_like(loc))
+        scale = torch.where((count >= 2) & (scale > tiny), scale, torch.ones_like(scale))
+        y_n = (yc - loc.unsqueeze(-1)) / scale.unsqueeze(-1) * keep
+
+        if yvar is None:
+            log_yvar = torch.zeros_like(y_n)
+            known = torch.zeros_like(y_n)
+        else:
+            yvar = torch.where(mask, yvar, torch.ones_like(yvar))
+            ratio = (yvar / scale.unsqueeze(-1) ** 2).clamp_min(1e-30)
+            log_yvar = ratio.log().clamp(*_LOG_YVAR_RANGE) / 10.0 * keep
+            known = keep
+        extra = torch.stack([y_n, keep, log_yvar, known], dim=-1)
+        x_pad, x_bias = self._pad_inputs(xc)
+        c = self.embed(torch.cat([x_pad, extra], dim=-1))  # (B, nC, D)
+        memories = []
+        for block in self.blocks:
+            c, memory = block.context_step(c, x_bias, mask)
+            memories.append(memory)
+        return ContextCache(memories=memories, dim=d, y_loc=loc, y_scale=scale, num_context=count)
+
+    def predict(self, cache: ContextCache, xt: Tensor) -> Prediction:
+        """Predict at test inputs from an encoded context.
+
+        Args:
+            cache: What ``encode`` returned.
+            xt: `B x nT x d` test inputs (same ``B`` and ``d`` as the context).
+
+        Returns:
+            The Gaussian predictive of each test point, independent of the other test points.
+        """
+        self._check_test(cache, xt)
+        b, n, _ = xt.shape
+        x_pad, x_bias = self._pad_inputs(xt)
+        t = self.embed(torch.cat([x_pad, xt.new_zeros(b, n, _EXTRA_FEATURES)], dim=-1))
+        for block, memory in zip(self.blocks, cache.memories):
+            t = block.test_step(t, x_bias, memory)
+        raw = self.head(self.head_norm(t))  # (B, nT, 3)
+        min_std = self.config.min_std
+        f_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 1])
+        noise_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 2])
+        loc, scale = cache.y_loc.unsqueeze(-1), cache.y_scale.unsqueeze(-1)
+        return Prediction(
+            mean=loc + scale * raw[..., 0],
+            fvar=(scale * f_std) ** 2,
+            noise_var=(scale * noise_std) ** 2,
+        )
+
+    def set_exact_backend(self, mode: str) -> None:
+        """Switch an exact-attention network between ``softmax`` and ``scan`` (same weights)."""
+        if self.config.attention not in EXACT_BACKENDS or mode not in EXACT_BACKENDS:
+            raise InputShapeError(
+                f"Only exact-attention networks switch between {EXACT_BACKENDS}; this one uses "
+                f"{self.config.attention!r} and {mode!r} was asked for."
+            )
+        for module in self.modules():
+            if isinstance(module, ExactAttention):
+                module.mode = mode
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ helpers
+    def _pad_inputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Token features ``[x, dim_mask]`` (`B x n x 2 max_dim`) and bias inputs `B x n x max_dim`."""
+        d, max_dim = x.shape[-1], self.config.max_dim
+        x_pad = F.pad(x, (0, max_dim - d))
+        dim_mask = x.new_zeros(max_dim)
+        dim_mask[:d] = 1.0
+        features = torch.cat([x_pad, dim_mask.expand_as(x_pad)], dim=-1)
+        return features, x_pad / math.sqrt(d)
+
+    def _param_dtype(self) -> torch.dtype:
+        return self.head[0].weight.dtype
+
+    def _check_common(self, name: str, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise InputShapeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+        if x.dtype != self._param_dtype():
+            raise InputShapeError(
+                f"{name} has dtype {x.dtype} but the network's parameters are "
+                f"{self._param_dtype()}; convert one with .to(dtype)."
+            )
+
+    def _check_dim(self, name: str, x: Tensor) -> None:
+        if x.dim() != 3:
+            raise InputShapeError(f"{name} must have shape B x n x d, got {tuple(x.shape)}.")
+        d = x.shape[-1]
+        if not 1 <= d <= self.config.max_dim:
+            raise DimensionError(
+                f"{name} has input dimension d={d}; this network accepts 1 <= d <= "
+                f"max_dim={self.config.max_dim}."
+            )
+
+    def _check_context(
+        self, xc: Tensor, yc: Tensor, yvar: Tensor | None, mask: Tensor | None
+    ) -> None:
+        self._check_common("xc", xc)
+        self._check_common("yc", yc)
+        self._check_dim("xc", xc)
+        b, n, _ = xc.shape
+        if tuple(yc.shape) != (b, n):
+            raise InputShapeError(f"yc must have shape B x nC = {(b, n)}, got {tuple(yc.shape)}.")
+        if mask is not None:
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (b, n):
+                raise InputShapeError(f"mask must be a bool tensor of shape {(b, n)}.")
+        else:
+            mask = torch.ones(b, n, dtype=torch.bool, device=xc.device)
+        valid_x = torch.isfinite(xc).all(-1) | ~mask
+        valid_y = torch.isfinite(yc) | ~mask
+        if not bool(valid_x.all() & valid_y.all()):
+            raise NonFiniteInputError("xc and yc must be finite at every valid (unmasked) point.")
+        if yvar is not None:
+            self._check_common("yvar", yvar)
+            if tuple(yvar.shape) != (b, n):
+                raise InputShapeError(f"yvar must have shape {(b, n)}, got {tuple(yvar.shape)}.")
+            ok = (torch.isfinite(yvar) & (yvar >= 0)) | ~mask
+            if not bool(ok.all()):
+                raise NonFiniteInputError("yvar must be finite and >= 0 at every valid point.")
+
+    def _check_test(self, cache: ContextCache, xt: Tensor) -> None:
+        self._check_common("xt", xt)
+        self._check_dim("xt", xt)
+        if xt.shape[0] != cache.batch_size or xt.shape[-1] != cache.dim:
+            raise InputShapeError(
+                f"xt has shape {tuple(xt.shape)}; the context has batch size {cache.batch_size} "
+                f"and input dimension d={cache.dim}, which xt must match."
+            )
+        if not bool(torch.isfinite(xt).all()):
+            raise NonFiniteInputError("xt must be finite.")

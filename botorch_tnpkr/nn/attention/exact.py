@@ -60,9 +60,9 @@ class ExactAttention(AttentionBackend):
             out = self._softmax(q, k, v, x, xk, mask)
         else:
             out = self._scan(q, k, v, x, xk, mask)
-        out = out.transpose(1, 2).reshape(b, nq, dim)
-        out = out * any_valid.view(b, 1, 1).to(out.dtype)
-        return self.out_proj(out)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, nq, dim))
+        # Zero after the projection, as for an empty key set (the projection has a bias).
+        return out * any_valid.view(b, 1, 1).to(out.dtype)
 
     def _logit_bias(self, xq: Tensor, xk: Tensor, mask: Tensor) -> Tensor:
         bias = self.bias(scaled_distance(xq, xk, 1.0))  # (B, H, nq, nk)

@@ -88,7 +88,9 @@ class PerformerAttention(AttentionBackend):
             fill = torch.finfo(log_fk.dtype).min
             stab = log_fk.masked_fill(~keep, fill).amax(dim=(-2, -1), keepdim=True)
             stab = stab.clamp_min(-1e4)
-        fk = torch.exp(log_fk - stab) * keep.to(log_fk.dtype)
+        # Fill before exp: masked keys may sit far above ``stab`` (all of them do when a task
+        # has no valid key) and exp(inf) * 0 would be NaN in the values and gradients.
+        fk = torch.exp((log_fk - stab).masked_fill(~keep, float("-inf")))
         return torch.matmul(fk.transpose(-1, -2), self._heads(v)), fk.sum(dim=-2)
 
     def read(self, tokens: Tensor, x: Tensor, memory: tuple[Tensor, Tensor]) -> Tensor:

@@ -186,6 +186,14 @@ class TNPKR(nn.Module):
             if isinstance(module, ExactAttention):
                 module.mode = mode
 
+    def compile_bias(self) -> None:
+        """Run the kernel bias through ``torch.compile`` (training speed; needs a C++ compiler)."""
+        from botorch_tnpkr.nn.bias import KernelBias, compiled_rbf_bias
+
+        for module in self.modules():
+            if isinstance(module, KernelBias):
+                module.bias_fn = compiled_rbf_bias()
+
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,27 @@
+"""Synthetic GP priors for BO-like regression tasks, with the exact-GP oracle."""
+
+from __future__ import annotations
+
+from botorch_tnpkr.priors.kernels import KERNELS, kernel_matrix
+from botorch_tnpkr.priors.oracle import (
+    GPHyper,
+    expected_nll,
+    gaussian_entropy,
+    gaussian_logpdf,
+    gp_posterior,
+)
+from botorch_tnpkr.priors.sampler import PriorConfig, TaskBatch, sample_hyper, sample_tasks
+
+__all__ = [
+    "KERNELS",
+    "GPHyper",
+    "PriorConfig",
+    "TaskBatch",
+    "expected_nll",
+    "gaussian_entropy",
+    "gaussian_logpdf",
+    "gp_posterior",
+    "kernel_matrix",
+    "sample_hyper",
+    "sample_tasks",
+]

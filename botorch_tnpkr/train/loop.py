@@ -1,0 +1,307 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, curriculum, validation, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from botorch_tnpkr.errors import CheckpointError
+from botorch_tnpkr.nn import TNPKR, TNPKRConfig, save_network
+from botorch_tnpkr.priors import TaskBatch, sample_tasks
+from botorch_tnpkr.train.objective import oracle_gap
+from botorch_tnpkr.train.presets import TrainPreset
+from botorch_tnpkr.train.state import STATE_FILE, load_state, save_state
+
+VAL_SEED = 20_241_118
+
+
+@dataclass
+class RunOptions:
+    """How (not what) to train.
+
+    Attributes:
+        run_dir: Directory of the run's state, exports and log.
+        seed: Seed of the initialisation and of every training batch.
+        total_steps: Schedule length (default: the preset's). A resumed run may extend it;
+            the cosine is then recomputed from the current step's position.
+        stop_after: Stop at this step (default ``total_steps``), e.g. to train in bursts.
+        max_minutes: Stop (after saving) once this much wall time has passed.
+        save_every_minutes: Save the training state at least this often.
+        resume: Continue from ``run_dir``'s state.
+        threads: torch CPU threads (None leaves torch's default).
+        progress: Show a progress bar.
+        compile: Compile the kernel bias with ``torch.compile`` (about 3x faster steps).
+        ema_decay: Decay of the exponential moving average of the weights; the average is
+            what validation scores and what the exported network files hold.
+    """
+
+    run_dir: Path
+    seed: int = 0
+    total_steps: int | None = None
+    stop_after: int | None = None
+    max_minutes: float | None = None
+    save_every_minutes: float = 10.0
+    resume: bool = False
+    threads: int | None = None
+    progress: bool = True
+    compile: bool = False
+    ema_decay: float = 0.999
+
+
+def lr_at(step: int, preset: TrainPreset, total: int) -> float:
+    """Linear warm-up to ``preset.lr``, then cosine down to ``min_lr_ratio * lr``."""
+    if step < preset.warmup_steps:
+        return preset.lr * (step + 1) / preset.warmup_steps
+    progress = min(1.0, (step - preset.warmup_steps) / max(1, total - preset.warmup_steps))
+    floor = preset.min_lr_ratio
+    return preset.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def context_cap(step: int, preset: TrainPreset, total: int) -> int:
+    """Largest context size drawn at ``step`` (geometric growth, then constant)."""
+    end = preset.prior.max_context
+    start = min(preset.context_start, end)
+    frac = min(1.0, step / max(1.0, preset.curriculum_frac * total))
+    return int(round(start * (end / start) ** frac))
+
+
+def batch_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The generator of one step's batch: a pure function of (seed, step, rank)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + rank) % (2**63))
+
+
+def validation_set(preset: TrainPreset) -> list[TaskBatch]:
+    """A fixed held-out set (independent of the training seed) spanning d and context size."""
+    gen = torch.Generator().manual_seed(VAL_SEED)
+    dims = preset.prior.allowed_dims
+    sizes = [0, 8, 32, 128, preset.prior.max_context]
+    out = []
+    for i in range(preset.val_batches):
+        out.append(
+            sample_tasks(
+                preset.prior,
+                preset.batch_size,
+                gen,
+                dim=dims[i % len(dims)],
+                num_context=min(sizes[i % len(sizes)], preset.prior.max_context),
+                bo_shaped=(i % 3 == 2),
+            )
+        )
+    return out
+
+
+def _to(batch: TaskBatch, device: torch.device) -> TaskBatch:
+    if device.type == "cpu":
+        return batch
+    moved = {k: getattr(batch, k).to(device) for k in ("xc", "yc", "mask", "xt", "ft", "yt")}
+    moved.update(oracle_mean=batch.oracle_mean.to(device), oracle_var=batch.oracle_var.to(device))
+    hyper = batch.hyper
+    hyper = type(hyper)(*(getattr(hyper, f).to(device) for f in hyper.__dataclass_fields__))
+    return TaskBatch(hyper=hyper, bo_shaped=batch.bo_shaped, **moved)
+
+
+@torch.no_grad()
+def validate(model: TNPKR, batches: list[TaskBatch], device: torch.device) -> dict[str, float]:
+    """Mean gaps over the validation set, in nats per target point."""
+    was_training = model.training
+    model.eval()
+    gap_f = gap_y = 0.0
+    for batch in batches:
+        batch = _to(batch, device)
+        pred = model(batch.xc, batch.yc, batch.xt, mask=batch.mask)
+        losses = oracle_gap(pred, batch)
+        gap_f += float(losses.gap_f) / len(batches)
+        gap_y += float(losses.gap_y) / len(batches)
+    model.train(was_training)
+    return {"val_gap_f": gap_f, "val_gap_y": gap_y}
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT so that the loop saves and exits cleanly between steps."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.stop = True
+
+
+def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
+    """Train (or resume) a run. Returns the final record (step, losses, validation).
+
+    Multi-process data parallel when started by ``torchrun`` (``WORLD_SIZE`` > 1): gloo on
+    CPU, NCCL on CUDA; rank 0 validates and writes files.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    run_dir = Path(options.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / STATE_FILE
+
+    torch.manual_seed(options.seed)
+    model = TNPKR(preset.model).to(device)
+    ema_model = TNPKR(preset.model).to(device)
+    ema_model.load_state_dict(model.state_dict())
+    ema_model.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay)
+    step, train_seconds, best_val = 0, 0.0, math.inf
+    total = options.total_steps or preset.total_steps
+    if options.resume:
+        state = load_state(state_path)
+        saved_model = TNPKRConfig.from_dict(json.loads(state["model_config"]))
+        if saved_model != preset.model or state["preset"] != preset.name:
+            raise CheckpointError(
+                f"The run in {str(run_dir)!r} was made with preset {state['preset']!r} and a "
+                "different network; resume it with the same preset."
+            )
+        model.load_state_dict(state["model"])
+        ema_model.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        train_seconds = float(state["train_seconds"])
+        best_val = float(state["best_val"])
+        options.seed = int(state["seed"])
+        total = options.total_steps or int(state["total_steps"])
+    elif state_path.exists():
+        raise CheckpointError(
+            f"{str(run_dir)!r} already holds a run; pass --resume to continue it or choose "
+            "another --run-dir."
+        )
+    stop_after = min(options.stop_after or total, total)
+    if options.compile:
+        model.compile_bias()
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    val_batches = validation_set(preset) if rank == 0 else []
+    log_path = run_dir / "log.jsonl"
+
+    def save() -> None:
+        if rank != 0:
+            return
+        state = {
+            "preset": preset.name,
+            "preset_json": json.dumps(preset.to_dict(), default=list),
+            "model_config": json.dumps(preset.model.to_dict()),
+            "model": model.state_dict(),
+            "ema": ema_model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "total_steps": total,
+            "seed": options.seed,
+            "train_seconds": train_seconds,
+            "best_val": best_val,
+            "world_size": world,
+            "device": str(device),
+        }
+        save_state(state_path, state)
+        save_network(ema_model, run_dir / "latest.safetensors", extra=_card_extra(state))
+
+    def log(record: dict[str, Any]) -> None:
+        if rank == 0:
+            with open(log_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    flag = _StopFlag()
+    previous = {s: signal.signal(s, flag) for s in (signal.SIGTERM, signal.SIGINT)}
+    started = last_save = time.monotonic()
+    ema: dict[str, float] = {}
+    bar = tqdm(total=stop_after, initial=step, disable=not options.progress or rank != 0)
+    model.train()
+    last: dict[str, Any] = {}
+    try:
+        while step < stop_after and not flag.stop:
+            t0 = time.monotonic()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, preset, total)
+            gen = batch_generator(options.seed, step, rank)
+            cap = context_cap(step, preset, total)
+            batch = _to(sample_tasks(preset.prior, preset.batch_size, gen, max_context=cap), device)
+            known = float(torch.rand((), generator=gen)) < preset.known_noise_prob
+            yvar = batch.noise.expand_as(batch.yc) if known else None
+            with autocast:
+                pred = net(batch.xc, batch.yc, batch.xt, yvar=yvar, mask=batch.mask)
+            pred.mean, pred.fvar, pred.noise_var = (
+                pred.mean.float(), pred.fvar.float(), pred.noise_var.float()
+            )
+            losses = oracle_gap(pred, batch, preset.f_weight)
+            optimizer.zero_grad(set_to_none=True)
+            losses.loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.clip)
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+                with torch.no_grad():
+                    decay = min(options.ema_decay, (1 + step) / (10 + step))
+                    for e, p in zip(ema_model.parameters(), model.parameters()):
+                        e.lerp_(p, 1 - decay)
+            step += 1
+            train_seconds += time.monotonic() - t0
+            for key in ("loss", "gap_f", "gap_y"):
+                value = float(getattr(losses, key).detach())
+                ema[key] = value if key not in ema else 0.98 * ema[key] + 0.02 * value
+            bar.update(1)
+            record: dict[str, Any] = {}
+            if step % preset.val_every == 0 or step == stop_after:
+                if rank == 0:
+                    record = validate(ema_model, val_batches, device)
+                    if record["val_gap_y"] < best_val:
+                        best_val = record["val_gap_y"]
+                        save_network(
+                            ema_model, run_dir / "best.safetensors", extra={"step": step, **record}
+                        )
+            if step % 50 == 0 or record:
+                last = {
+                    "step": step,
+                    "lr": lr_at(step - 1, preset, total),
+                    "context_cap": cap,
+                    "grad_norm": float(grad_norm),
+                    "train_seconds": round(train_seconds, 1),
+                    **{f"ema_{k}": round(v, 4) for k, v in ema.items()},
+                    **record,
+                }
+                log(last)
+                bar.set_postfix(loss=f"{ema['loss']:.3f}", gap_y=f"{ema['gap_y']:.3f}", cap=cap)
+            minutes = (time.monotonic() - started) / 60
+            if options.max_minutes is not None and minutes >= options.max_minutes:
+                break
+            if (time.monotonic() - last_save) / 60 >= options.save_every_minutes:
+                save()
+                last_save = time.monotonic()
+    finally:
+        save()
+        bar.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if world > 1:
+            dist.barrier()
+    return {"step": step, "train_seconds": train_seconds, "best_val_gap_y": best_val, **last}
+
+
+def _card_extra(state: dict[str, Any]) -> dict[str, Any]:
+    """Provenance stored inside exported network files."""
+    return {
+        "preset": state["preset"],
+        "step": state["step"],
+        "total_steps": state["total_steps"],
+        "seed": state["seed"],
+        "train_seconds": round(state["train_seconds"], 1),
+        "world_size": state["world_size"],
+        "device": state["device"],
+        "best_val_gap_y": state["best_val"],
+    }

@@ -1,0 +1,90 @@
+"""Named training presets: network, prior, optimiser and curriculum in one frozen record."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from botorch_tnpkr.errors import ConfigError
+from botorch_tnpkr.nn import TNPKRConfig
+from botorch_tnpkr.priors import PriorConfig
+
+
+@dataclass(frozen=True)
+class TrainPreset:
+    """Everything that defines a training run besides its seed and length.
+
+    Attributes:
+        name: Preset name.
+        model: Network architecture.
+        prior: Task distribution (its ``max_context`` is the end of the curriculum).
+        batch_size: Tasks per step and process.
+        total_steps: Length of the warm-up + cosine schedule.
+        lr: Peak learning rate (AdamW).
+        min_lr_ratio: Floor of the cosine schedule, as a fraction of ``lr``.
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up steps.
+        clip: Gradient-norm clip.
+        context_start: Largest context size at step 0; it grows geometrically to
+            ``prior.max_context`` over ``curriculum_frac`` of the schedule.
+        curriculum_frac: Fraction of ``total_steps`` the context curriculum takes.
+        known_noise_prob: Probability that a batch passes its true noise variance as ``yvar``.
+        f_weight: Weight of the noiseless-target term of the loss (the noisy term has 1).
+        val_every: Steps between validations.
+        val_batches: Batches in the fixed validation set.
+    """
+
+    name: str
+    model: TNPKRConfig
+    prior: PriorConfig
+    batch_size: int = 16
+    total_steps: int = 150_000
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 1e-4
+    warmup_steps: int = 1_000
+    clip: float = 1.0
+    context_start: int = 32
+    curriculum_frac: float = 0.2
+    known_noise_prob: float = 0.25
+    f_weight: float = 1.0
+    val_every: int = 1_000
+    val_batches: int = 32
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["model"] = self.model.to_dict()
+        return out
+
+
+_BASE_MODEL = TNPKRConfig(
+    max_dim=10, dim_model=64, num_heads=4, num_blocks=4, dim_ffn=128, num_basis=5
+)
+
+PRESETS: dict[str, TrainPreset] = {
+    "tiny": TrainPreset(
+        name="tiny",
+        model=TNPKRConfig(max_dim=4, dim_model=16, num_heads=2, num_blocks=1, dim_ffn=32, num_basis=3),
+        prior=PriorConfig(max_dim=4, max_context=16, num_targets=8),
+        batch_size=4,
+        total_steps=20,
+        warmup_steps=5,
+        context_start=8,
+        val_every=10,
+        val_batches=2,
+    ),
+    "exact-small": TrainPreset(name="exact-small", model=_BASE_MODEL, prior=PriorConfig()),
+    "dka-small": TrainPreset(
+        name="dka-small",
+        model=_BASE_MODEL.replace(attention="dka"),
+        prior=PriorConfig(max_context=512),
+    ),
+}
+
+
+def get_preset(name: str) -> TrainPreset:
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}; available: {sorted(PRESETS)}.")
+    return PRESETS[name]

@@ -23,7 +23,11 @@ def scaled_sqdist(x1: Tensor, x2: Tensor, lengthscale: Tensor) -> Tensor:
     """
     a = x1 / lengthscale.unsqueeze(1)
     b = x2 / lengthscale.unsqueeze(1)
-    sq = a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-1, -2)
+    sq = (
+        a.pow(2).sum(-1, keepdim=True)
+        + b.pow(2).sum(-1).unsqueeze(-2)
+        - 2 * a @ b.transpose(-1, -2)
+    )
     return sq.clamp_min(0.0)
 
 

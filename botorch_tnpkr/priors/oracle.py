@@ -76,15 +76,15 @@ def gaussian_logpdf(y: Tensor, mean: Tensor, var: Tensor) -> Tensor:
     return -0.5 * (math.log(2 * math.pi) + var.log() + (y - mean).pow(2) / var)
 
 
-def expected_nll(
-    oracle_mean: Tensor, oracle_var: Tensor, mean: Tensor, var: Tensor
-) -> Tensor:
+def expected_nll(oracle_mean: Tensor, oracle_var: Tensor, mean: Tensor, var: Tensor) -> Tensor:
     """``E_{y ~ N(oracle_mean, oracle_var)}[-log N(y; mean, var)]``, elementwise.
 
     Replacing the NLL of one sampled target by this expectation removes the sampling noise of
     the target from the training signal without changing its expectation.
     """
-    return 0.5 * (math.log(2 * math.pi) + var.log() + ((oracle_mean - mean).pow(2) + oracle_var) / var)
+    return 0.5 * (
+        math.log(2 * math.pi) + var.log() + ((oracle_mean - mean).pow(2) + oracle_var) / var
+    )
 
 
 def gaussian_entropy(var: Tensor) -> Tensor:

@@ -99,20 +99,24 @@ def sample_hyper(prior: PriorConfig, batch: int, dim: int, gen: torch.Generator)
     """Draw per-task hyperparameters."""
     weights = torch.tensor(prior.kernel_weights, dtype=torch.float64)
     kernel_id = torch.multinomial(weights, batch, replacement=True, generator=gen)
-    scale = _log_uniform(*prior.lengthscale_range, (batch, 1), gen) * dim**prior.lengthscale_dim_power
+    scale = (
+        _log_uniform(*prior.lengthscale_range, (batch, 1), gen) * dim**prior.lengthscale_dim_power
+    )
     ard = torch.exp(prior.ard_spread * torch.randn(batch, dim, generator=gen, dtype=torch.float64))
     irrelevant = torch.rand(batch, dim, generator=gen, dtype=torch.float64) < prior.irrelevant_prob
     keep_one = torch.randint(dim, (batch,), generator=gen)
     irrelevant[torch.arange(batch), keep_one] = False
     lengthscale = scale * ard * torch.where(irrelevant, 20.0, 1.0)
     outputscale = _log_uniform(*prior.outputscale_range, (batch,), gen)
-    mean = prior.mean_std * outputscale.sqrt() * torch.randn(batch, generator=gen, dtype=torch.float64)
+    mean = (
+        prior.mean_std * outputscale.sqrt() * torch.randn(batch, generator=gen, dtype=torch.float64)
+    )
     ratio = _log_uniform(*prior.noise_ratio_range, (batch,), gen)
     return GPHyper(kernel_id, lengthscale, outputscale, mean, outputscale * ratio**2)
 
 
 def safe_cholesky(a: Tensor, scale: Tensor) -> Tensor:
-    """Cholesky factor of `B x n x n` PSD matrices, adding jitter (relative to ``scale``) as needed."""
+    """Cholesky factors of `B x n x n` PSD matrices, adding jitter (relative to ``scale``)."""
     eye = torch.eye(a.shape[-1], dtype=a.dtype)
     for jitter in (1e-8, 1e-6, 1e-4, 1e-2):
         chol, info = torch.linalg.cholesky_ex(a + eye * (jitter * scale.view(-1, 1, 1)))
@@ -208,7 +212,7 @@ def sample_tasks(
         # A pilot design (like the initial Sobol points), then points clustered around its
         # best value (maximum or minimum, per task), as BO histories are.
         frac = 0.2 + 0.3 * float(torch.rand((), generator=gen))
-        n1 = max(2, int(round(num_context * frac)))
+        n1 = max(2, round(num_context * frac))
         x1 = uniform(n1)
         y1 = _noisy(_sample_gp(x1, hyper, gen), hyper, gen)
         sign = torch.where(torch.rand(batch_size, generator=gen) < 0.5, 1.0, -1.0).double()

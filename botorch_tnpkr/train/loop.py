@@ -72,7 +72,7 @@ def context_cap(step: int, preset: TrainPreset, total: int) -> int:
     end = preset.prior.max_context
     start = min(preset.context_start, end)
     frac = min(1.0, step / max(1.0, preset.curriculum_frac * total))
-    return int(round(start * (end / start) ** frac))
+    return round(start * (end / start) ** frac)
 
 
 def batch_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -144,7 +144,11 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
+    device = (
+        torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if options.threads:
@@ -158,7 +162,9 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
     ema_model = TNPKR(preset.model).to(device)
     ema_model.load_state_dict(model.state_dict())
     ema_model.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay
+    )
     step, train_seconds, best_val = 0, 0.0, math.inf
     total = options.total_steps or preset.total_steps
     if options.resume:
@@ -238,7 +244,9 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
             with autocast:
                 pred = net(batch.xc, batch.yc, batch.xt, yvar=yvar, mask=batch.mask)
             pred.mean, pred.fvar, pred.noise_var = (
-                pred.mean.float(), pred.fvar.float(), pred.noise_var.float()
+                pred.mean.float(),
+                pred.fvar.float(),
+                pred.noise_var.float(),
             )
             losses = oracle_gap(pred, batch, preset.f_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -248,7 +256,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
                 optimizer.step()
                 with torch.no_grad():
                     decay = min(options.ema_decay, (1 + step) / (10 + step))
-                    for e, p in zip(ema_model.parameters(), model.parameters()):
+                    for e, p in zip(ema_model.parameters(), model.parameters(), strict=True):
                         e.lerp_(p, 1 - decay)
             step += 1
             train_seconds += time.monotonic() - t0
@@ -257,14 +265,13 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
                 ema[key] = value if key not in ema else 0.98 * ema[key] + 0.02 * value
             bar.update(1)
             record: dict[str, Any] = {}
-            if step % preset.val_every == 0 or step == stop_after:
-                if rank == 0:
-                    record = validate(ema_model, val_batches, device)
-                    if record["val_gap_y"] < best_val:
-                        best_val = record["val_gap_y"]
-                        save_network(
-                            ema_model, run_dir / "best.safetensors", extra={"step": step, **record}
-                        )
+            if (step % preset.val_every == 0 or step == stop_after) and rank == 0:
+                record = validate(ema_model, val_batches, device)
+                if record["val_gap_y"] < best_val:
+                    best_val = record["val_gap_y"]
+                    save_network(
+                        ema_model, run_dir / "best.safetensors", extra={"step": step, **record}
+                    )
             if step % 50 == 0 or record:
                 last = {
                     "step": step,

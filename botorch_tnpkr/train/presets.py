@@ -66,7 +66,9 @@ _BASE_MODEL = TNPKRConfig(
 PRESETS: dict[str, TrainPreset] = {
     "tiny": TrainPreset(
         name="tiny",
-        model=TNPKRConfig(max_dim=4, dim_model=16, num_heads=2, num_blocks=1, dim_ffn=32, num_basis=3),
+        model=TNPKRConfig(
+            max_dim=4, dim_model=16, num_heads=2, num_blocks=1, dim_ffn=32, num_basis=3
+        ),
         prior=PriorConfig(max_dim=4, max_context=16, num_targets=8),
         batch_size=4,
         total_steps=20,

@@ -1,0 +1,269 @@
+"""``python -m botorch_tnpkr.evaluate --checkpoint NAME``: score a network against the oracle GP.
+
+For every (kernel, d, n) cell it draws tasks from a prior broader than the training prior
+(shorter and longer lengthscales, larger offsets and scales) and reports the mean predictive
+log-likelihood per noisy target point of the network, of the exact GP with the true
+hyperparameters (the oracle) and of BoTorch's SingleTaskGP fitted by marginal likelihood, plus
+the coverage of the network's central 50% and 90% intervals. It also checks that the network
+does not collapse beyond its training context size (gap at 4x the largest trained context).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
+from botorch_tnpkr.errors import TNPKRError
+from botorch_tnpkr.nn import TNPKR, read_metadata
+from botorch_tnpkr.priors import KERNELS, PriorConfig, gaussian_logpdf, sample_tasks
+from botorch_tnpkr.priors.sampler import TaskBatch
+
+EVAL_SEED = 7_777
+# z-values of central 50% and 90% intervals.
+Z50, Z90 = 0.6744897501960817, 1.6448536269514722
+
+
+def evaluation_prior(max_dim: int, kernel: str) -> PriorConfig:
+    """A prior broader than the training prior, with one kernel."""
+    weights = tuple(1.0 if k == kernel else 0.0 for k in KERNELS)
+    return PriorConfig(
+        max_dim=max_dim,
+        kernel_weights=weights,
+        lengthscale_range=(0.05, 1.5),
+        ard_spread=0.5,
+        outputscale_range=(0.05, 20.0),
+        mean_std=3.0,
+        noise_ratio_range=(1e-3, 0.3),
+    )
+
+
+@dataclass
+class CellResult:
+    kernel: str
+    dim: int
+    n: int
+    model_ll: float
+    oracle_ll: float
+    gp_ll: float | None
+    cover50: float
+    cover90: float
+    seconds: float
+
+    @property
+    def gap(self) -> float:
+        return self.oracle_ll - self.model_ll
+
+    @property
+    def gp_gap(self) -> float | None:
+        return None if self.gp_ll is None else self.oracle_ll - self.gp_ll
+
+
+def _network_scores(model: TNPKR, batch: TaskBatch) -> tuple[float, float, float]:
+    with torch.no_grad():
+        pred = model(batch.xc, batch.yc, batch.xt)
+    std = pred.yvar.sqrt()
+    ll = gaussian_logpdf(batch.yt, pred.mean, pred.yvar).mean()
+    err = (batch.yt - pred.mean).abs()
+    return (
+        float(ll),
+        float((err <= Z50 * std).double().mean()),
+        float((err <= Z90 * std).double().mean()),
+    )
+
+
+def _gp_loglik(batch: TaskBatch) -> float:
+    """Mean log-likelihood of the noisy targets under a batched SingleTaskGP fitted by MLL."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.outcome import Standardize
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    if batch.xc.shape[1] == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gp = SingleTaskGP(
+            batch.xc,
+            batch.yc.unsqueeze(-1),
+            outcome_transform=Standardize(m=1, batch_shape=batch.xc.shape[:1]),
+        )
+        # A failed fit keeps its initial hyperparameters, as a user would get.
+        with contextlib.suppress(Exception):
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+        gp.eval()
+        with torch.no_grad():
+            post = gp.posterior(batch.xt, observation_noise=True)
+            mean, var = post.mean.squeeze(-1), post.variance.squeeze(-1).clamp_min(1e-12)
+    return float(gaussian_logpdf(batch.yt, mean, var).mean())
+
+
+def evaluate_cell(
+    model: TNPKR,
+    kernel: str,
+    dim: int,
+    n: int,
+    tasks: int,
+    targets: int,
+    with_gp: bool,
+    seed: int,
+) -> CellResult:
+    """Score one (kernel, d, n) cell on ``tasks`` fresh tasks."""
+    start = time.monotonic()
+    prior = evaluation_prior(model.config.max_dim, kernel)
+    cell_seed = seed * 1_000_003 + KERNELS.index(kernel) * 10_007 + dim * 101 + n
+    gen = torch.Generator().manual_seed(cell_seed)
+    batch = sample_tasks(
+        prior,
+        tasks,
+        gen,
+        dim=dim,
+        num_context=n,
+        bo_shaped=False,
+        num_targets=targets,
+        dtype=torch.float64,
+    )
+    model_ll, c50, c90 = _network_scores(model, batch)
+    oracle_ll = float(
+        gaussian_logpdf(batch.yt, batch.oracle_mean, batch.oracle_var + batch.noise).mean()
+    )
+    gp_ll = _gp_loglik(batch) if with_gp else None
+    return CellResult(
+        kernel, dim, n, model_ll, oracle_ll, gp_ll, c50, c90, time.monotonic() - start
+    )
+
+
+def summarise(cells: list[CellResult]) -> dict[str, Any]:
+    gaps = [c.gap for c in cells]
+    out: dict[str, Any] = {
+        "cells": len(cells),
+        "mean_gap": sum(gaps) / len(gaps),
+        "cover50": sum(c.cover50 for c in cells) / len(cells),
+        "cover90": sum(c.cover90 for c in cells) / len(cells),
+    }
+    with_gp = [c for c in cells if c.gp_ll is not None and math.isfinite(c.gp_ll)]
+    if with_gp:
+        out["gp_mean_gap"] = sum(c.gp_gap for c in with_gp) / len(with_gp)
+        out["share_at_least_gp"] = sum(c.model_ll >= c.gp_ll for c in with_gp) / len(with_gp)
+    return out
+
+
+def markdown_table(cells: list[CellResult]) -> str:
+    lines = [
+        "| kernel | d | n | TNP-KR | oracle | SingleTaskGP | gap | GP gap | cov50 | cov90 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        gp = "-" if c.gp_ll is None else f"{c.gp_ll:.3f}"
+        gp_gap = "-" if c.gp_gap is None else f"{c.gp_gap:.3f}"
+        lines.append(
+            f"| {c.kernel} | {c.dim} | {c.n} | {c.model_ll:.3f} | {c.oracle_ll:.3f} | {gp} | "
+            f"{c.gap:.3f} | {gp_gap} | {c.cover50:.2f} | {c.cover90:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _trained_context(path_or_name: str) -> int | None:
+    """Largest training context of a checkpoint, from its metadata (None if unknown)."""
+    from botorch_tnpkr.checkpoints.registry import resolve_checkpoint
+    from botorch_tnpkr.train.presets import PRESETS
+
+    path, _ = resolve_checkpoint(path_or_name)
+    preset = read_metadata(path)["extra"].get("preset")
+    return PRESETS[preset].prior.max_context if preset in PRESETS else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tnpkr-evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoint", default=DEFAULT_CHECKPOINT, help="name or .safetensors path"
+    )
+    parser.add_argument("--kernels", default="rbf,matern52,matern32")
+    parser.add_argument("--dims", default="1,2,3,6")
+    parser.add_argument("--sizes", default="8,32,128,512")
+    parser.add_argument("--tasks", type=int, default=16, help="tasks per cell")
+    parser.add_argument("--targets", type=int, default=64, help="target points per task")
+    parser.add_argument("--no-gp", action="store_true", help="skip the fitted SingleTaskGP")
+    parser.add_argument("--no-extrapolation", action="store_true")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", type=Path, help="write <out>.json and <out>.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = load_checkpoint(args.checkpoint).double()
+        kernels = [k.strip() for k in args.kernels.split(",")]
+        unknown = sorted(set(kernels) - set(KERNELS))
+        if unknown:
+            raise TNPKRError(f"Unknown kernels {unknown}; allowed: {list(KERNELS)}.")
+        dims = [int(d) for d in args.dims.split(",")]
+        sizes = [int(n) for n in args.sizes.split(",")]
+        too_big = [d for d in dims if not 1 <= d <= model.config.max_dim]
+        if too_big:
+            raise TNPKRError(f"--dims {too_big} outside 1..max_dim={model.config.max_dim}.")
+    except (TNPKRError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cells = []
+    for kernel in kernels:
+        for dim in dims:
+            for n in sizes:
+                cell = evaluate_cell(
+                    model, kernel, dim, n, args.tasks, args.targets, not args.no_gp, args.seed
+                )
+                cells.append(cell)
+                gp = "" if cell.gp_gap is None else f" gp_gap={cell.gp_gap:.3f}"
+                print(
+                    f"{kernel:9s} d={dim} n={n:4d} gap={cell.gap:.3f}{gp} cov90={cell.cover90:.2f}",
+                    flush=True,
+                )
+    report: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        "summary": summarise(cells),
+        "cells": [dict(c.__dict__, gap=c.gap, gp_gap=c.gp_gap) for c in cells],
+    }
+    trained = None if args.no_extrapolation else _trained_context(args.checkpoint)
+    if trained:
+        gaps = {}
+        for n in (trained, 4 * trained):
+            extra = [
+                evaluate_cell(
+                    model, k, d, n, max(4, args.tasks // 2), args.targets, False, args.seed
+                )
+                for k in kernels
+                for d in dims
+            ]
+            gaps[n] = sum(c.gap for c in extra) / len(extra)
+        report["extrapolation"] = {
+            "trained_context": trained,
+            "gap_at_trained": gaps[trained],
+            "gap_at_4x": gaps[4 * trained],
+            "degradation": gaps[4 * trained] - gaps[trained],
+        }
+    table = markdown_table(cells)
+    print(table)
+    print(json.dumps({k: v for k, v in report.items() if k != "cells"}, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+        args.out.with_suffix(".md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The task priors and the oracle GP."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from botorch_tnpkr.errors import ConfigError
+from botorch_tnpkr.priors import KERNELS, PriorConfig, gp_posterior, kernel_matrix, sample_tasks
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("bo_shaped", [False, True])
+@pytest.mark.parametrize("n", [0, 1, 7, 40])
+def test_shapes_and_ranges(n: int, bo_shaped: bool) -> None:
+    prior = PriorConfig(max_dim=5, max_context=64, num_targets=9)
+    batch = sample_tasks(prior, 3, _gen(), dim=4, num_context=n, bo_shaped=bo_shaped)
+    assert batch.xc.shape == (3, n, 4) and batch.yc.shape == (3, n)
+    assert batch.xt.shape == (3, 9, 4) and batch.yt.shape == batch.ft.shape == (3, 9)
+    assert batch.oracle_mean.shape == batch.oracle_var.shape == (3, 9)
+    for x in (batch.xc, batch.xt):
+        assert bool(((x >= 0) & (x <= 1)).all())
+    assert bool((batch.oracle_var > 0).all()) and bool((batch.hyper.noise > 0).all())
+    assert bool(torch.isfinite(batch.yc).all()) and bool(torch.isfinite(batch.yt).all())
+
+
+def test_seeded_draws_are_reproducible() -> None:
+    prior = PriorConfig(max_context=32)
+    a = sample_tasks(prior, 4, _gen(3))
+    b = sample_tasks(prior, 4, _gen(3))
+    c = sample_tasks(prior, 4, _gen(4))
+    assert torch.equal(a.yc, b.yc) and torch.equal(a.xt, b.xt)
+    assert a.yt.shape != c.yt.shape or not torch.equal(a.yt, c.yt)
+
+
+def test_oracle_matches_direct_solve() -> None:
+    prior = PriorConfig(max_dim=3)
+    batch = sample_tasks(prior, 2, _gen(1), dim=3, num_context=12, dtype=torch.float64)
+    h = batch.hyper
+    for i in range(2):
+        sel = slice(i, i + 1)
+        k = kernel_matrix(
+            batch.xc[sel], batch.xc[sel], h.kernel_id[sel], h.lengthscale[sel], h.outputscale[sel]
+        )[0]
+        kt = kernel_matrix(
+            batch.xt[sel], batch.xc[sel], h.kernel_id[sel], h.lengthscale[sel], h.outputscale[sel]
+        )[0]
+        a = k + torch.eye(12, dtype=torch.float64) * (h.noise[i] + 1e-8 * h.outputscale[i])
+        mean = h.mean[i] + kt @ torch.linalg.solve(a, batch.yc[i] - h.mean[i])
+        var = h.outputscale[i] - (kt @ torch.linalg.solve(a, kt.T)).diagonal()
+        torch.testing.assert_close(batch.oracle_mean[i], mean, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(
+            batch.oracle_var[i], var.clamp_min(1e-12 * h.outputscale[i]), rtol=1e-5, atol=1e-8
+        )
+
+
+def test_oracle_ignores_masked_context_points() -> None:
+    prior = PriorConfig(max_dim=2)
+    batch = sample_tasks(prior, 2, _gen(2), dim=2, num_context=10, dtype=torch.float64)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[:, 6:] = False
+    yc = batch.yc.clone()
+    yc[:, 6:] = 1e6
+    m1, v1 = gp_posterior(batch.xc, yc, mask, batch.xt, batch.hyper)
+    m2, v2 = gp_posterior(batch.xc[:, :6], batch.yc[:, :6], mask[:, :6], batch.xt, batch.hyper)
+    torch.testing.assert_close(m1, m2)
+    torch.testing.assert_close(v1, v2)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_oracle_is_calibrated(kernel: str) -> None:
+    """z-scores of the true f under the oracle are standard normal (the draws are exact)."""
+    weights = tuple(1.0 if k == kernel else 0.0 for k in KERNELS)
+    prior = PriorConfig(max_dim=3, kernel_weights=weights)
+    batch = sample_tasks(
+        prior, 64, _gen(5), dim=2, num_context=20, num_targets=32, dtype=torch.float64
+    )
+    z = (batch.ft - batch.oracle_mean) / batch.oracle_var.sqrt()
+    assert abs(float(z.mean())) < 0.15
+    assert 0.8 < float(z.var()) < 1.25
+
+
+def test_bo_shaped_contexts_cluster() -> None:
+    prior = PriorConfig(max_dim=3)
+    spread = {}
+    for bo in (False, True):
+        batch = sample_tasks(prior, 32, _gen(6), dim=3, num_context=60, bo_shaped=bo)
+        spread[bo] = float(batch.xc.std(dim=1).mean())
+    assert spread[True] < 0.8 * spread[False]
+
+
+def test_prior_validation() -> None:
+    with pytest.raises(ConfigError, match="kernel_weights"):
+        PriorConfig(kernel_weights=(1.0,))
+    with pytest.raises(ConfigError, match="dims"):
+        PriorConfig(max_dim=3, dims=(4,))
+    with pytest.raises(ConfigError, match="noise_ratio_range"):
+        PriorConfig(noise_ratio_range=(0.3, 0.1))
+    assert math.isclose(sum(PriorConfig().kernel_weights), 1.0)

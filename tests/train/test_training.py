@@ -1,0 +1,160 @@
+"""The pretraining loop: determinism, resume, atomic state, DDP on gloo, evaluation CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from botorch_tnpkr.errors import CheckpointError
+from botorch_tnpkr.nn import load_network, read_metadata
+from botorch_tnpkr.train import RunOptions, get_preset, train
+from botorch_tnpkr.train.loop import context_cap, lr_at
+from botorch_tnpkr.train.state import STATE_FILE, load_state
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _opts(run_dir: Path, **kw) -> RunOptions:
+    return RunOptions(run_dir=run_dir, progress=False, threads=1, **kw)
+
+
+def test_resume_continues_the_same_run_exactly(tmp_path: Path) -> None:
+    preset = get_preset("tiny")
+    train(preset, _opts(tmp_path / "straight", seed=3))
+    train(preset, _opts(tmp_path / "split", seed=3, stop_after=12))
+    assert load_state(tmp_path / "split" / STATE_FILE)["step"] == 12
+    train(preset, _opts(tmp_path / "split", resume=True))
+    a = load_state(tmp_path / "straight" / STATE_FILE)
+    b = load_state(tmp_path / "split" / STATE_FILE)
+    assert a["step"] == b["step"] == preset.total_steps
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    # The exported network is the weight average and loads on its own.
+    net = load_network(tmp_path / "split" / "latest.safetensors")
+    assert read_metadata(tmp_path / "split" / "latest.safetensors")["extra"]["step"] == 20
+    assert net.config == preset.model
+    records = [
+        json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()
+    ]
+    assert any("val_gap_y" in r for r in records)
+
+
+def test_seed_changes_the_run(tmp_path: Path) -> None:
+    preset = get_preset("tiny")
+    train(preset, _opts(tmp_path / "a", seed=1, stop_after=3))
+    train(preset, _opts(tmp_path / "b", seed=2, stop_after=3))
+    a = load_state(tmp_path / "a" / STATE_FILE)["model"]
+    b = load_state(tmp_path / "b" / STATE_FILE)["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_dir_guards(tmp_path: Path) -> None:
+    preset = get_preset("tiny")
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(preset, _opts(tmp_path / "missing", resume=True))
+    train(preset, _opts(tmp_path / "r", stop_after=2))
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(preset, _opts(tmp_path / "r"))
+    with pytest.raises(CheckpointError, match="same preset"):
+        train(get_preset("exact-small"), _opts(tmp_path / "r", resume=True))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / STATE_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="Could not read"):
+        train(preset, _opts(tmp_path / "bad", resume=True))
+
+
+def test_schedule_shapes() -> None:
+    preset = get_preset("exact-small")
+    total = preset.total_steps
+    assert lr_at(0, preset, total) < lr_at(preset.warmup_steps, preset, total)
+    assert lr_at(total, preset, total) == pytest.approx(preset.lr * preset.min_lr_ratio)
+    assert context_cap(0, preset, total) == preset.context_start
+    assert context_cap(total, preset, total) == preset.prior.max_context
+
+
+def test_cli_and_torchrun_ddp_on_gloo(tmp_path: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    run_dir = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "botorch_tnpkr.train",
+        "--preset",
+        "tiny",
+        "--run-dir",
+        str(run_dir),
+        "--stop-after",
+        "4",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_state(run_dir / STATE_FILE)
+    assert state["world_size"] == 2 and state["step"] == 4
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "botorch_tnpkr.train",
+            "--preset",
+            "tiny",
+            "--run-dir",
+            str(run_dir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert bad.returncode == 2 and "--resume" in bad.stderr
+
+
+def test_evaluate_cli(tmp_path: Path) -> None:
+    from botorch_tnpkr.evaluate import main
+
+    train(get_preset("tiny"), _opts(tmp_path / "run", stop_after=2))
+    out = tmp_path / "eval" / "report"
+    code = main(
+        [
+            "--checkpoint",
+            str(tmp_path / "run" / "latest.safetensors"),
+            "--kernels",
+            "rbf",
+            "--dims",
+            "1,2",
+            "--sizes",
+            "3,6",
+            "--tasks",
+            "3",
+            "--targets",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert len(report["cells"]) == 4
+    for cell in report["cells"]:
+        assert all(
+            torch.isfinite(torch.tensor(cell[k])) for k in ("model_ll", "oracle_ll", "gp_ll")
+        )
+        assert 0.0 <= cell["cover50"] <= cell["cover90"] <= 1.0
+    assert report["extrapolation"]["trained_context"] == get_preset("tiny").prior.max_context
+    assert "share_at_least_gp" in report["summary"]
+    assert main(["--checkpoint", "no-such-checkpoint"]) == 2
+    assert main(["--checkpoint", str(tmp_path / "run" / "latest.safetensors"), "--dims", "9"]) == 2

@@ -23,7 +23,9 @@ class KRBlock(nn.Module):
         self.norm_attn = nn.LayerNorm(dim)
         self.norm_ffn = nn.LayerNorm(dim)
         self.attention = build_attention(config)
-        self.ffn = nn.Sequential(nn.Linear(dim, config.dim_ffn), nn.GELU(), nn.Linear(config.dim_ffn, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, config.dim_ffn), nn.GELU(), nn.Linear(config.dim_ffn, dim)
+        )
 
     def context_step(self, c: Tensor, xc: Tensor, mask: Tensor) -> tuple[Tensor, Any]:
         """Update context tokens `B x nC x D`; also return the memory the test stream reads."""

@@ -162,7 +162,7 @@ class TNPKR(nn.Module):
         b, n, _ = xt.shape
         x_pad, x_bias = self._pad_inputs(xt)
         t = self.embed(torch.cat([x_pad, xt.new_zeros(b, n, _EXTRA_FEATURES)], dim=-1))
-        for block, memory in zip(self.blocks, cache.memories):
+        for block, memory in zip(self.blocks, cache.memories, strict=True):
             t = block.test_step(t, x_bias, memory)
         raw = self.head(self.head_norm(t))  # (B, nT, 3)
         min_std = self.config.min_std
@@ -200,7 +200,7 @@ class TNPKR(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     def _pad_inputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Token features ``[x, dim_mask]`` (`B x n x 2 max_dim`) and bias inputs `B x n x max_dim`."""
+        """Token features `B x n x 2 max_dim` (``[x, dim_mask]``), bias inputs `B x n x max_dim`."""
         d, max_dim = x.shape[-1], self.config.max_dim
         x_pad = F.pad(x, (0, max_dim - d))
         dim_mask = x.new_zeros(max_dim)
@@ -240,7 +240,11 @@ class TNPKR(nn.Module):
         if tuple(yc.shape) != (b, n):
             raise InputShapeError(f"yc must have shape B x nC = {(b, n)}, got {tuple(yc.shape)}.")
         if mask is not None:
-            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (b, n):
+            if (
+                not isinstance(mask, Tensor)
+                or mask.dtype != torch.bool
+                or tuple(mask.shape) != (b, n)
+            ):
                 raise InputShapeError(f"mask must be a bool tensor of shape {(b, n)}.")
         else:
             mask = torch.ones(b, n, dtype=torch.bool, device=xc.device)

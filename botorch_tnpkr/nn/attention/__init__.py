@@ -12,10 +12,16 @@ def build_attention(config: TNPKRConfig) -> AttentionBackend:
     """The attention module of one KRBlock for ``config.attention``."""
     if config.attention in ("softmax", "scan"):
         return ExactAttention(
-            config.dim_model, config.num_heads, config.num_basis, config.attention, config.scan_chunk
+            config.dim_model,
+            config.num_heads,
+            config.num_basis,
+            config.attention,
+            config.scan_chunk,
         )
     if config.attention == "dka":
-        return DeepKernelAttention(config.dim_model, config.max_dim, config.dka_features)
+        return DeepKernelAttention(
+            config.dim_model, config.max_dim, config.num_heads, config.dka_features
+        )
     return PerformerAttention(config.dim_model, config.num_heads, config.performer_features)
 
 

@@ -16,38 +16,57 @@ from botorch_tnpkr.nn.attention.base import AttentionBackend
 
 
 class DeepKernelAttention(AttentionBackend):
-    """One-head linear attention with a learned feature map ``phi([x, token])``.
+    """Normalised linear attention with learned positive features ``phi([x, token])``.
 
-    ``out = W_o LN(phi(Q) (phi(K)^T V / n_valid))``; the memory is the `B x F x D` matrix
-    ``phi(K)^T V / n_valid``.
+    Per head ``h``: ``phi_h(u) = exp(a_h(u) - stabiliser)`` with ``a`` a shared MLP of the
+    scaled input and the token, so ``k_h(q, k) = phi_h(q) . phi_h(k)`` is a learned positive
+    (deep) kernel, and the read is the kernel smoother
+    ``out_h = phi_h(q)^T S_h / phi_h(q)^T z_h`` with the fixed-size memory
+    ``S_h = sum_k phi_h(k) v_k^T`` (`B x H x F x Dh`) and ``z_h = sum_k phi_h(k)`` (`B x H x F`).
+
+    The paper's DKA reads ``LN(phi(Q) phi(K)^T V / n)`` without normalisation; trained here on
+    the same prior that version did not learn (validation gap flat at 0.98 nats over 5,000 steps,
+    when exact attention reached 0.55), whereas the normalised smoother does.
     """
 
-    def __init__(self, dim_model: int, max_dim: int, num_features: int) -> None:
+    def __init__(self, dim_model: int, max_dim: int, num_heads: int, num_features: int) -> None:
         super().__init__()
+        self.num_heads = num_heads
+        self.dim_head = dim_model // num_heads
+        self.num_features = num_features
         self.phi = nn.Sequential(
             nn.Linear(max_dim + dim_model, dim_model),
             nn.GELU(),
-            nn.Linear(dim_model, num_features),
+            nn.Linear(dim_model, num_heads * num_features),
         )
         self.v_proj = nn.Linear(dim_model, dim_model)
-        self.norm = nn.LayerNorm(dim_model)
         self.out_proj = nn.Linear(dim_model, dim_model)
-        self.feature_scale = num_features**-0.25
 
-    def _features(self, tokens: Tensor, x: Tensor) -> Tensor:
-        return self.phi(torch.cat([x, tokens], dim=-1)) * self.feature_scale
+    def _log_features(self, tokens: Tensor, x: Tensor) -> Tensor:
+        b, n, _ = tokens.shape
+        a = self.phi(torch.cat([x, tokens], dim=-1)).clamp(-30.0, 30.0)
+        return a.view(b, n, self.num_heads, self.num_features).transpose(1, 2)  # (B, H, n, F)
 
-    def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> tuple[Tensor]:
-        keep = mask.unsqueeze(-1).to(tokens.dtype)  # (B, n, 1)
-        fk = self._features(tokens, x) * keep  # (B, n, F)
-        count = keep.sum(dim=1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
-        v = self.v_proj(tokens) * keep / count  # (B, n, D)
-        return (torch.matmul(fk.transpose(1, 2), v),)  # (B, F, D)
+    def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        b, n, _ = tokens.shape
+        log_fk = self._log_features(tokens, x)
+        keep = mask[:, None, :, None]
+        # One stabiliser per (task, head): a common factor on every key cancels in the ratio.
+        stab = log_fk.masked_fill(~keep, -60.0).amax(dim=(-2, -1), keepdim=True) if n else 0.0
+        fk = torch.exp(log_fk - stab) * keep.to(log_fk.dtype)
+        v = self.v_proj(tokens).view(b, n, self.num_heads, self.dim_head).transpose(1, 2)
+        return torch.matmul(fk.transpose(-1, -2), v), fk.sum(dim=-2)
 
-    def read(self, tokens: Tensor, x: Tensor, memory: tuple[Tensor]) -> Tensor:
-        (summary,) = memory
-        out = torch.matmul(self._features(tokens, x), summary)  # (B, nq, D)
-        return self.out_proj(self.norm(out))
+    def read(self, tokens: Tensor, x: Tensor, memory: tuple[Tensor, Tensor]) -> Tensor:
+        kv, k_sum = memory
+        b, nq, dim = tokens.shape
+        log_fq = self._log_features(tokens, x)
+        fq = torch.exp(log_fq - log_fq.amax(dim=-1, keepdim=True))  # (B, H, nq, F)
+        num = torch.matmul(fq, kv)  # (B, H, nq, Dh)
+        den = torch.matmul(fq, k_sum.unsqueeze(-1))  # (B, H, nq, 1)
+        tiny = torch.finfo(den.dtype).tiny
+        out = torch.where(den > tiny, num / den.clamp_min(tiny), torch.zeros_like(num))
+        return self.out_proj(out.transpose(1, 2).reshape(b, nq, dim))
 
 
 class PerformerAttention(AttentionBackend):
@@ -66,7 +85,9 @@ class PerformerAttention(AttentionBackend):
         self.kv_proj = nn.Linear(dim_model, 2 * dim_model)
         self.out_proj = nn.Linear(dim_model, dim_model)
         generator = torch.Generator().manual_seed(0)
-        self.register_buffer("projection", _orthogonal_gaussian(num_features, self.dim_head, generator))
+        self.register_buffer(
+            "projection", _orthogonal_gaussian(num_features, self.dim_head, generator)
+        )
 
     def _heads(self, t: Tensor) -> Tensor:
         b, n, _ = t.shape

@@ -3,11 +3,17 @@
 Shapes: ``xc`` `B x nC x d`, ``yc`` `B x nC`, ``xt`` `B x nT x d`, with ``1 <= d <= max_dim``.
 
 Inputs are zero padded to ``max_dim``; tokens also carry a mask of the used dimensions, and the
-kernel bias sees distances divided by ``sqrt(d)``. The network standardises ``yc`` with the
-mean and standard deviation of the valid context values (falling back to 0 and 1 when there
-are fewer than two, or they are all equal) and maps its predictions back, so it is equivariant
-to affine changes of ``y``. Known observation-noise variances (``yvar``) enter the context
-tokens as ``log(yvar / s^2)`` with a flag.
+kernel bias sees distances divided by ``sqrt(d)``.
+
+The network standardises ``yc`` internally and maps its predictions back: ``loc`` is the mean
+of the valid context values (0 for an empty context) and the scale is a shrunk standard
+deviation, ``s^2 = (sum_i (y_i - loc)^2 + k) / (nC + k)`` with ``k = SCALE_PRIOR_WEIGHT``.
+Predictions are therefore exactly equivariant to shifts of ``y`` and, as ``nC`` grows,
+to its scale. The shrinkage towards unit scale (the scale of standardised data, which is what
+the BoTorch model hands over) keeps the standardised targets of two- or three-point contexts
+from heavy tails: a plain sample standard deviation of two nearly equal values is tiny and
+made the training loss of such contexts unbounded. Known observation-noise variances
+(``yvar``) enter the context tokens as ``log(yvar / s^2)`` with a flag.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from botorch_tnpkr.nn.config import EXACT_BACKENDS, TNPKRConfig
 # Token features besides the padded inputs and the dimension mask: y, observed, log yvar, known.
 _EXTRA_FEATURES = 4
 _LOG_YVAR_RANGE = (-30.0, 10.0)
+# Pseudo-observations of unit variance in the internal scale estimate (see the module docstring).
+SCALE_PRIOR_WEIGHT = 2.0
 
 
 @dataclass
@@ -125,10 +133,8 @@ class TNPKR(nn.Module):
         yc = torch.where(mask, yc, torch.zeros_like(yc))
         count = keep.sum(-1)  # (B,)
         loc = yc.sum(-1) / count.clamp_min(1.0)
-        var = ((yc - loc.unsqueeze(-1)) ** 2 * keep).sum(-1) / count.clamp_min(1.0)
-        scale = var.sqrt()
-        tiny = 1e-12 * torch.maximum(loc.abs(), torch.ones_like(loc))
-        scale = torch.where((count >= 2) & (scale > tiny), scale, torch.ones_like(scale))
+        sq_dev = ((yc - loc.unsqueeze(-1)) ** 2 * keep).sum(-1)
+        scale = ((sq_dev + SCALE_PRIOR_WEIGHT) / (count + SCALE_PRIOR_WEIGHT)).sqrt()
         y_n = (yc - loc.unsqueeze(-1)) / scale.unsqueeze(-1) * keep
 
         if yvar is None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 from botorch_tnpkr.errors import TNPKRError
@@ -69,17 +70,38 @@ class CellResult:
         return None if self.gp_ll is None else self.oracle_ll - self.gp_ll
 
 
+def standardize_context(yc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Standardise `B x nC` context values as BoTorch's ``Standardize`` does.
+
+    Returns the standardised values, the mean `B x 1` and the standard deviation `B x 1`
+    (1 for fewer than two points or constant values).
+    """
+    n = yc.shape[-1]
+    if n == 0:
+        ones = yc.new_ones(yc.shape[0], 1)
+        return yc, ones * 0, ones
+    loc = yc.mean(-1, keepdim=True)
+    scale = yc.std(-1, keepdim=True) if n > 1 else torch.ones_like(loc)
+    scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
+    return (yc - loc) / scale, loc, scale
+
+
 def _network_scores(model: TNPKR, batch: TaskBatch) -> tuple[float, float, float]:
+    """Log-likelihood and coverage of the network used as ``TNPKRModel`` uses it.
+
+    The context is standardised first (the BoTorch model's default outcome transform) and the
+    predictions are mapped back, so scores are in the units of the task.
+    """
+    yc, loc, scale = standardize_context(batch.yc)
     with torch.no_grad():
-        pred = model(batch.xc, batch.yc, batch.xt)
-    std = pred.yvar.sqrt()
-    ll = gaussian_logpdf(batch.yt, pred.mean, pred.yvar).mean()
-    err = (batch.yt - pred.mean).abs()
-    return (
-        float(ll),
-        float((err <= Z50 * std).double().mean()),
-        float((err <= Z90 * std).double().mean()),
-    )
+        pred = model(batch.xc, yc, batch.xt)
+    mean = pred.mean * scale + loc
+    var = pred.yvar * scale**2
+    ll = gaussian_logpdf(batch.yt, mean, var).mean()
+    err = (batch.yt - mean).abs()
+    std = var.sqrt()
+    c50 = (err <= Z50 * std).double().mean()
+    return float(ll), float(c50), float((err <= Z90 * std).double().mean())
 
 
 def _gp_loglik(batch: TaskBatch) -> float:

@@ -1,0 +1,136 @@
+"""``python -m botorch_tnpkr.train.ship``: evaluate a run's best network and, if it beats the
+shipped one, copy it into the package with its sha256 and a model card.
+
+Example:
+    python -m botorch_tnpkr.train.ship --run-dir runs/exact-small --name tnpkr-exact
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from botorch_tnpkr.checkpoints.registry import CHECKPOINT_DIR, REGISTRY_FILE, file_sha256
+from botorch_tnpkr.evaluate import main as evaluate_main
+from botorch_tnpkr.nn import read_metadata
+from botorch_tnpkr.train.presets import get_preset
+
+MAX_BYTES = 10 * 1024 * 1024
+
+
+def _card(name: str, meta: dict[str, Any], report: dict[str, Any], table: str, cmd: str) -> str:
+    extra, config = meta["extra"], meta["config"]
+    preset = get_preset(extra["preset"]) if extra.get("preset") else None
+    s = report["summary"]
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        "A pretrained TNP-KR network for `botorch_tnpkr.TNPKRModel`.",
+        "",
+        "## Training",
+        f"- preset: `{extra.get('preset')}`; steps: {extra.get('step')} of a "
+        f"{extra.get('total_steps')}-step warm-up + cosine schedule; seed {extra.get('seed')}",
+        f"- wall time in training steps: {extra.get('train_seconds', 0) / 3600:.2f} h on "
+        f"{extra.get('device')} x {extra.get('world_size')} process(es); hardware: this "
+        "project's 2-core CPU machine, one torch thread (shared with other work)",
+        "- objective: expected NLL under the oracle GP's predictive of the noiseless and the "
+        "noisy targets (a KL to the Bayes-optimal predictor); AdamW, clip, EMA weights exported",
+        f"- best validation gap (noisy targets, nats/point): {extra.get('best_val_gap_y'):.4f}"
+        if isinstance(extra.get("best_val_gap_y"), float)
+        else "- best validation gap: n/a",
+        "",
+        "## Architecture",
+        "```json",
+        json.dumps(config.to_dict(), indent=2),
+        "```",
+    ]
+    if preset is not None:
+        lines += [
+            "",
+            "## Training prior",
+            "```json",
+            json.dumps(preset.to_dict()["prior"], indent=2, default=list),
+            "```",
+        ]
+    lines += [
+        "",
+        "## Evaluation against the oracle GP",
+        f"Command: `{cmd}`",
+        "",
+        f"- mean gap to the oracle: **{s['mean_gap']:.3f}** nats per target point "
+        f"(SingleTaskGP: {s.get('gp_mean_gap', float('nan')):.3f})",
+        f"- cells at least as good as SingleTaskGP: {s.get('share_at_least_gp', float('nan')):.0%}",
+        f"- coverage of central intervals: 50% -> {s['cover50']:.3f}, 90% -> {s['cover90']:.3f}",
+    ]
+    if "extrapolation" in report:
+        e = report["extrapolation"]
+        lines.append(
+            f"- beyond the trained context ({e['trained_context']}): gap {e['gap_at_trained']:.3f}"
+            f" there, {e['gap_at_4x']:.3f} at 4x ({e['degradation']:+.3f})"
+        )
+    lines += ["", table, ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tnpkr-ship", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--file", default="best.safetensors", help="file in --run-dir to ship")
+    parser.add_argument("--description", default="")
+    parser.add_argument("--force", action="store_true", help="ship even if not better")
+    parser.add_argument("--tasks", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-gp", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    source = args.run_dir / args.file
+    if source.stat().st_size > MAX_BYTES:
+        print(f"error: {source} is over 10 MB", file=sys.stderr)
+        return 2
+    out = args.run_dir / "eval" / args.file.replace(".safetensors", "")
+    eval_args = ["--checkpoint", str(source), "--tasks", str(args.tasks), "--out", str(out)]
+    if args.no_gp:
+        eval_args.append("--no-gp")
+    if evaluate_main(eval_args) != 0:
+        return 2
+    report = json.loads(out.with_suffix(".json").read_text())
+    registry = json.loads(REGISTRY_FILE.read_text()) if REGISTRY_FILE.is_file() else {}
+    old = registry.get(args.name, {}).get("mean_gap")
+    new = report["summary"]["mean_gap"]
+    if old is not None and new >= old and not args.force:
+        print(f"not shipped: mean gap {new:.4f} is not better than the shipped {old:.4f}")
+        return 1
+    target = CHECKPOINT_DIR / f"{args.name}.safetensors"
+    shutil.copyfile(source, target)
+    meta = read_metadata(target)
+    cmd = f"python -m botorch_tnpkr.evaluate --checkpoint {args.name} --tasks {args.tasks}" + (
+        " --no-gp" if args.no_gp else ""
+    )
+    card = _card(args.name, meta, report, out.with_suffix(".md").read_text(), cmd)
+    (CHECKPOINT_DIR / f"{args.name}.md").write_text(card)
+    registry[args.name] = {
+        "file": target.name,
+        "sha256": file_sha256(target),
+        "attention": meta["config"].attention,
+        "description": args.description or registry.get(args.name, {}).get("description", ""),
+        "mean_gap": new,
+        "summary": report["summary"],
+        "extrapolation": report.get("extrapolation"),
+        "step": meta["extra"].get("step"),
+        "machine": platform.machine(),
+    }
+    REGISTRY_FILE.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    print(f"shipped {args.name}: mean gap {new:.4f} (was {old})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

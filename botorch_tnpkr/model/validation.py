@@ -1,0 +1,148 @@
+"""Input checks of ``TNPKRModel`` and the translation of network errors into BoTorch's.
+
+Everything a user can get wrong raises one of BoTorch's typed errors with a message that
+names the argument: ``BotorchTensorDimensionError`` (shapes), ``InputDataError`` (values,
+dtypes) or ``UnsupportedError`` (what the pretrained network cannot do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from botorch.exceptions.errors import (
+    BotorchTensorDimensionError,
+    InputDataError,
+    UnsupportedError,
+)
+from torch import Tensor
+
+from botorch_tnpkr.errors import DimensionError, InputShapeError, NonFiniteInputError
+
+
+@contextmanager
+def network_errors() -> Iterator[None]:
+    """Re-raise the network's typed errors as the BoTorch errors a BoTorch user expects."""
+    try:
+        yield
+    except DimensionError as err:
+        raise UnsupportedError(str(err)) from err
+    except NonFiniteInputError as err:
+        raise InputDataError(str(err)) from err
+    except InputShapeError as err:
+        raise BotorchTensorDimensionError(str(err)) from err
+
+
+def _check_tensor(name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise InputDataError(f"{name} must be a torch.Tensor, got {type(value).__name__}.")
+    if not value.is_floating_point():
+        raise InputDataError(f"{name} must be a floating-point tensor, got {value.dtype}.")
+    return value
+
+
+def check_finite(name: str, value: Tensor) -> None:
+    """Raise ``InputDataError`` if ``value`` holds NaN or infinity."""
+    if bool(torch.isnan(value).any()):
+        raise InputDataError(f"{name} contains NaN values.")
+    if not bool(torch.isfinite(value).all()):
+        raise InputDataError(f"{name} contains infinite values.")
+
+
+def check_training_data(train_X: Tensor, train_Y: Tensor, train_Yvar: Tensor | None) -> None:
+    """Check the training data of a model (BoTorch's conventions, stated in the messages).
+
+    Args:
+        train_X: `batch_shape x n x d`.
+        train_Y: `batch_shape x n x m` (the output dimension is required, as in BoTorch).
+        train_Yvar: Optional `batch_shape x n x m`, finite and >= 0.
+    """
+    _check_tensor("train_X", train_X)
+    _check_tensor("train_Y", train_Y)
+    if train_X.dim() < 2:
+        raise BotorchTensorDimensionError(
+            f"train_X must have shape `batch_shape x n x d`, got {tuple(train_X.shape)}."
+        )
+    if train_Y.dim() != train_X.dim():
+        hint = ""
+        if train_Y.dim() == train_X.dim() - 1 and train_Y.shape == train_X.shape[:-1]:
+            hint = " An explicit output dimension is required: use train_Y.unsqueeze(-1)."
+        raise BotorchTensorDimensionError(
+            f"train_Y must have shape `batch_shape x n x m` matching train_X "
+            f"{tuple(train_X.shape)}, got {tuple(train_Y.shape)}.{hint}"
+        )
+    if train_Y.shape[:-1] != train_X.shape[:-1]:
+        raise BotorchTensorDimensionError(
+            f"train_X {tuple(train_X.shape)} and train_Y {tuple(train_Y.shape)} must share "
+            "`batch_shape x n`."
+        )
+    if train_X.shape[-2] < 1:
+        raise InputDataError("The training data must hold at least one observation (n >= 1).")
+    if train_X.shape[-1] < 1 or train_Y.shape[-1] < 1:
+        raise BotorchTensorDimensionError("train_X needs d >= 1 and train_Y m >= 1 columns.")
+    if train_Y.dtype != train_X.dtype:
+        raise InputDataError(
+            f"train_X ({train_X.dtype}) and train_Y ({train_Y.dtype}) must share one dtype."
+        )
+    check_finite("train_X", train_X)
+    check_finite("train_Y", train_Y)
+    if train_Yvar is not None:
+        _check_tensor("train_Yvar", train_Yvar)
+        if train_Yvar.shape != train_Y.shape:
+            raise BotorchTensorDimensionError(
+                f"train_Yvar must have the shape of train_Y {tuple(train_Y.shape)}, got "
+                f"{tuple(train_Yvar.shape)}."
+            )
+        if train_Yvar.dtype != train_X.dtype:
+            raise InputDataError(
+                f"train_Yvar ({train_Yvar.dtype}) must have the dtype of train_X ({train_X.dtype})."
+            )
+        check_finite("train_Yvar", train_Yvar)
+        if bool((train_Yvar < 0).any()):
+            raise InputDataError("train_Yvar contains negative variances.")
+
+
+def check_test_inputs(X: Tensor, input_dim: int, dtype: torch.dtype) -> None:
+    """Check the ``X`` of ``posterior``: `batch_shape x q x d`, the model's dtype, finite."""
+    _check_tensor("X", X)
+    if X.dim() < 2:
+        raise BotorchTensorDimensionError(
+            f"X must have shape `q x d` or `batch_shape x q x d` with d={input_dim}, got "
+            f"{tuple(X.shape)}."
+        )
+    if X.shape[-1] != input_dim:
+        raise BotorchTensorDimensionError(
+            f"X has d={X.shape[-1]} input columns; the model was built on d={input_dim}."
+        )
+    if X.dtype != dtype:
+        raise InputDataError(
+            f"X has dtype {X.dtype}; the model was built on {dtype} data. Convert with "
+            f"X.to({dtype})."
+        )
+    check_finite("X", X)
+
+
+def check_output_indices(output_indices: list[int] | None, num_outputs: int) -> list[int] | None:
+    """Validate ``output_indices`` (negative indices allowed, as in Python)."""
+    if output_indices is None:
+        return None
+    idcs = [int(i) for i in output_indices]
+    bad = [i for i in idcs if not -num_outputs <= i < num_outputs]
+    if not idcs or bad:
+        raise BotorchTensorDimensionError(
+            f"output_indices must be a non-empty list of indices into the model's "
+            f"{num_outputs} outputs, got {list(output_indices)}."
+        )
+    return [i % num_outputs for i in idcs]
+
+
+def broadcast_batch(name: str, *shapes: torch.Size) -> torch.Size:
+    """``torch.broadcast_shapes`` with a BoTorch error naming what failed to broadcast."""
+    try:
+        return torch.broadcast_shapes(*shapes)
+    except RuntimeError as err:
+        raise BotorchTensorDimensionError(
+            f"The batch shape of {name} does not broadcast with the model's batch shape: "
+            f"{[tuple(s) for s in shapes]}."
+        ) from err

@@ -198,26 +198,34 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
     val_batches = validation_set(preset) if rank == 0 else []
     log_path = run_dir / "log.jsonl"
 
+    def provenance() -> dict[str, Any]:
+        """Plain facts about the run, stored in the state and in every exported network."""
+        return {
+            "preset": preset.name,
+            "step": step,
+            "total_steps": total,
+            "seed": options.seed,
+            "train_seconds": round(train_seconds, 1),
+            "best_val_gap_y": best_val,
+            "world_size": world,
+            "device": str(device),
+        }
+
     def save() -> None:
         if rank != 0:
             return
         state = {
-            "preset": preset.name,
+            **provenance(),
+            "train_seconds": train_seconds,
+            "best_val": best_val,
             "preset_json": json.dumps(preset.to_dict(), default=list),
             "model_config": json.dumps(preset.model.to_dict()),
             "model": model.state_dict(),
             "ema": ema_model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "step": step,
-            "total_steps": total,
-            "seed": options.seed,
-            "train_seconds": train_seconds,
-            "best_val": best_val,
-            "world_size": world,
-            "device": str(device),
         }
         save_state(state_path, state)
-        save_network(ema_model, run_dir / "latest.safetensors", extra=_card_extra(state))
+        save_network(ema_model, run_dir / "latest.safetensors", extra=provenance())
 
     def log(record: dict[str, Any]) -> None:
         if rank == 0:
@@ -270,7 +278,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
                 if record["val_gap_y"] < best_val:
                     best_val = record["val_gap_y"]
                     save_network(
-                        ema_model, run_dir / "best.safetensors", extra={"step": step, **record}
+                        ema_model, run_dir / "best.safetensors", extra={**provenance(), **record}
                     )
             if step % 50 == 0 or record:
                 last = {
@@ -298,17 +306,3 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
         if world > 1:
             dist.barrier()
     return {"step": step, "train_seconds": train_seconds, "best_val_gap_y": best_val, **last}
-
-
-def _card_extra(state: dict[str, Any]) -> dict[str, Any]:
-    """Provenance stored inside exported network files."""
-    return {
-        "preset": state["preset"],
-        "step": state["step"],
-        "total_steps": state["total_steps"],
-        "seed": state["seed"],
-        "train_seconds": round(state["train_seconds"], 1),
-        "world_size": state["world_size"],
-        "device": state["device"],
-        "best_val_gap_y": state["best_val"],
-    }

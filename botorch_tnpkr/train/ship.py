@@ -89,33 +89,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-gp", action="store_true")
+    parser.add_argument("--sizes", default="8,32,128,512", help="context sizes to evaluate")
+    parser.add_argument(
+        "--dest", type=Path, default=CHECKPOINT_DIR, help="checkpoint folder (the package's)"
+    )
     args = parser.parse_args(argv)
+    registry_file = args.dest / REGISTRY_FILE.name
     torch.set_num_threads(args.threads)
     source = args.run_dir / args.file
     if source.stat().st_size > MAX_BYTES:
         print(f"error: {source} is over 10 MB", file=sys.stderr)
         return 2
     out = args.run_dir / "eval" / args.file.replace(".safetensors", "")
+    max_dim = read_metadata(source)["config"].max_dim
+    dims = ",".join(str(d) for d in (1, 2, 3, 6) if d <= max_dim)
     eval_args = ["--checkpoint", str(source), "--tasks", str(args.tasks), "--out", str(out)]
+    eval_args += ["--dims", dims, "--sizes", args.sizes]
     if args.no_gp:
         eval_args.append("--no-gp")
     if evaluate_main(eval_args) != 0:
         return 2
     report = json.loads(out.with_suffix(".json").read_text())
-    registry = json.loads(REGISTRY_FILE.read_text()) if REGISTRY_FILE.is_file() else {}
+    registry = json.loads(registry_file.read_text()) if registry_file.is_file() else {}
     old = registry.get(args.name, {}).get("mean_gap")
     new = report["summary"]["mean_gap"]
     if old is not None and new >= old and not args.force:
         print(f"not shipped: mean gap {new:.4f} is not better than the shipped {old:.4f}")
         return 1
-    target = CHECKPOINT_DIR / f"{args.name}.safetensors"
+    target = args.dest / f"{args.name}.safetensors"
     shutil.copyfile(source, target)
     meta = read_metadata(target)
     cmd = f"python -m botorch_tnpkr.evaluate --checkpoint {args.name} --tasks {args.tasks}" + (
         " --no-gp" if args.no_gp else ""
     )
     card = _card(args.name, meta, report, out.with_suffix(".md").read_text(), cmd)
-    (CHECKPOINT_DIR / f"{args.name}.md").write_text(card)
+    (args.dest / f"{args.name}.md").write_text(card)
     registry[args.name] = {
         "file": target.name,
         "sha256": file_sha256(target),
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "step": meta["extra"].get("step"),
         "machine": platform.machine(),
     }
-    REGISTRY_FILE.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    registry_file.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     print(f"shipped {args.name}: mean gap {new:.4f} (was {old})")
     return 0
 

@@ -158,3 +158,25 @@ def test_evaluate_cli(tmp_path: Path) -> None:
     assert "share_at_least_gp" in report["summary"]
     assert main(["--checkpoint", "no-such-checkpoint"]) == 2
     assert main(["--checkpoint", str(tmp_path / "run" / "latest.safetensors"), "--dims", "9"]) == 2
+
+
+def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
+    from botorch_tnpkr.checkpoints import load_checkpoint
+    from botorch_tnpkr.train.ship import main as ship
+
+    train(get_preset("tiny"), _opts(tmp_path / "run", stop_after=4))
+    dest = tmp_path / "ckpts"
+    dest.mkdir()
+    args = ["--run-dir", str(tmp_path / "run"), "--name", "t", "--tasks", "2", "--no-gp"]
+    args += ["--sizes", "4,8"]
+    args += ["--dest", str(dest)]
+    assert ship(args) == 0
+    registry = json.loads((dest / "registry.json").read_text())
+    assert registry["t"]["attention"] == "softmax"
+    card = (dest / "t.md").read_text()
+    assert "mean gap to the oracle" in card and "tiny" in card
+    net = load_checkpoint(dest / "t.safetensors", sha256=registry["t"]["sha256"])
+    assert net.config == get_preset("tiny").model
+    assert ship(args) == 1  # the same network is not better than itself
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(dest / "t.safetensors", sha256="0" * 64)

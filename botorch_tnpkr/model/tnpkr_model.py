@@ -24,12 +24,14 @@ context points (``TNPKR.encode(..., yvar=...)``).
 
 Transforms. The history is kept in original units as non-persistent buffers. The outcome
 transform is learnt at construction (as in ``SingleTaskGP``) and applied in eval mode to the
-history whenever it is encoded; predictions are un-transformed on the mean and variance
-tensors, before ``output_indices`` are selected. The input transform is learnt at
-construction; the history is encoded with ``input_transform.preprocess_transform`` and test
-points go through ``transform_inputs`` inside ``posterior``. ``_set_transformed_inputs`` /
-``_revert_to_original_inputs`` are no-ops (there are no GPyTorch ``train_inputs`` to swap, and
-the stored history is never transformed in place, so nothing is transformed twice).
+history whenever it is encoded. A linear outcome transform (``Standardize``) is undone
+exactly on the predicted mean and variance tensors, before ``output_indices`` are selected;
+a non-linear one (``Log``) through its ``untransform_posterior``, as in BoTorch's GPs.
+The input transform is learnt at construction; the history is encoded with
+``input_transform.preprocess_transform`` and test points go through ``transform_inputs``
+inside ``posterior``. ``_set_transformed_inputs`` / ``_revert_to_original_inputs`` are no-ops
+(there are no GPyTorch ``train_inputs`` to swap, and the stored history is never transformed
+in place, so nothing is transformed twice and ``eval()`` does not warn).
 
 State dict. The network weights and the transforms' state are in the state dict, the
 history is not, so a state dict from a model on ``n`` points loads into one on ``n - 1``
@@ -265,10 +267,19 @@ class TNPKRModel(Model, FantasizeMixin):
             self._encode()
         return self._cache
 
+    def _data_placement(self) -> tuple[Any, ...]:
+        weight = next(self.network.parameters())
+        return (self.train_X.dtype, self.train_X.device, weight.dtype, weight.device)
+
     def _apply(self, fn: Any, recurse: bool = True) -> TNPKRModel:
-        # ``.to(...)``, ``.double()``, ``.cuda()``: the cache would be stale.
-        self._cache = None
-        return super()._apply(fn, recurse)
+        # ``.to(...)``, ``.double()``, ``.cuda()`` that move or cast the model make the cache
+        # stale. Analytic acquisition functions call ``self.to(X)`` on every evaluation, a
+        # no-op that must not cost a re-encoding.
+        before = self._data_placement() if "network" in self._modules else None
+        out = super()._apply(fn, recurse)
+        if before is not None and self._data_placement() != before:
+            self._cache = None
+        return out
 
     def _set_transformed_inputs(self) -> None:
         """No-op: the history stays untransformed; ``posterior`` transforms test inputs."""
@@ -339,7 +350,8 @@ class TNPKRModel(Model, FantasizeMixin):
 
         Returns:
             A ``GPyTorchPosterior`` over `broadcast(batch_shape, model.batch_shape) x q x m'`
-            (m' = number of selected outputs) with a diagonal covariance.
+            (m' = number of selected outputs) with a diagonal covariance; with a non-linear
+            outcome transform (``Log``) what its ``untransform_posterior`` returns.
         """
         self.eval()
         check_test_inputs(X, self._input_dim, self.train_X.dtype)
@@ -355,27 +367,39 @@ class TNPKRModel(Model, FantasizeMixin):
             raise InputDataError(
                 f"observation_noise must be a bool or a Tensor, got {observation_noise!r}."
             )
-        if hasattr(self, "outcome_transform"):
-            try:
-                mean, var = self.outcome_transform.untransform(mean, var, X=X_tf)
-            except NotImplementedError:
-                # Transforms that cannot map variances (e.g. Log): transform the posterior.
-                if idcs is not None and idcs != list(range(self.num_outputs)):
-                    raise UnsupportedError(
-                        f"{type(self.outcome_transform).__name__} cannot un-transform "
-                        "variances, so output_indices cannot be selected; use subset_output."
-                    ) from None
-                posterior = GPyTorchPosterior(self._distribution(mean, var))
-                posterior = self.outcome_transform.untransform_posterior(posterior, X=X_tf)
-                if posterior_transform is not None:
-                    return posterior_transform(posterior=posterior, X=X_tf)
-                return posterior
-        if idcs is not None:
-            mean, var = mean[..., idcs], var[..., idcs]
-        posterior = GPyTorchPosterior(self._distribution(mean, var))
+        posterior = self._untransformed_posterior(mean, var, X_tf, idcs)
         if posterior_transform is not None:
             return posterior_transform(posterior=posterior, X=X_tf)
         return posterior
+
+    def _untransformed_posterior(
+        self, mean: Tensor, var: Tensor, X_tf: Tensor, idcs: list[int] | None
+    ) -> Posterior:
+        """Undo the outcome transform, then select outputs.
+
+        Linear transforms (``Standardize``) are undone exactly on the mean and variance
+        tensors, so the result stays a ``GPyTorchPosterior``. Non-linear ones (``Log``) go
+        through ``untransform_posterior`` as in BoTorch's GP models (e.g. log-normal moments),
+        falling back to ``untransform`` of the moments where that is not implemented.
+        """
+        transform = getattr(self, "outcome_transform", None)
+        if transform is not None and not transform._is_linear:
+            all_outputs = idcs is None or idcs == list(range(self.num_outputs))
+            try:
+                if not all_outputs:
+                    raise UnsupportedError(
+                        f"{type(transform).__name__} is not linear, so output_indices cannot "
+                        "be selected after un-transforming; use subset_output instead."
+                    )
+                prior = GPyTorchPosterior(self._distribution(mean, var))
+                return transform.untransform_posterior(prior, X=X_tf)
+            except NotImplementedError:
+                pass
+        if transform is not None:
+            mean, var = transform.untransform(mean, var, X=X_tf)
+        if idcs is not None:
+            mean, var = mean[..., idcs], var[..., idcs]
+        return GPyTorchPosterior(self._distribution(mean, var))
 
     # ------------------------------------------------------------------ new models
     def _derive(

@@ -18,6 +18,7 @@ from botorch.acquisition import (
     qMaxValueEntropy,
     qUpperConfidenceBound,
 )
+from botorch.acquisition.active_learning import qNegIntegratedPosteriorVariance
 from botorch.acquisition.multi_objective import (
     qLogNoisyExpectedHypervolumeImprovement,
 )
@@ -100,6 +101,16 @@ def test_qkg_optimizes_with_fantasies(exact_path, data):
     assert value.shape == (2,) and bool(torch.isfinite(X.grad).all())
     assert X.grad[:, 0].abs().sum() > 0  # through the fantasy model's history
     _check(acqf, q=1)
+
+
+def test_qnipv_uses_fantasies(exact_path, data):
+    train_X, train_Y = data
+    model = TNPKRModel(train_X, train_Y[:, :1], checkpoint=exact_path)
+    mc_points = torch.rand(16, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    acqf = qNegIntegratedPosteriorVariance(model, mc_points=mc_points)
+    values = acqf(torch.rand(3, 2, D, dtype=torch.float64))
+    assert values.shape == (3,) and bool(torch.isfinite(values).all())
+    _check(acqf, q=2)
 
 
 def test_qmes_with_candidate_set(exact_path, data):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from botorch.acquisition import LogExpectedImprovement
 from botorch.acquisition.objective import ScalarizedPosteriorTransform
+from botorch.exceptions.errors import UnsupportedError
 from botorch.models.transforms.input import Normalize
-from botorch.models.transforms.outcome import Standardize
+from botorch.models.transforms.outcome import Log, Standardize
+from botorch.optim import optimize_acqf
 from botorch.posteriors.gpytorch import GPyTorchPosterior
+from botorch.posteriors.transformed import TransformedPosterior
 from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 from linear_operator.operators import DiagLinearOperator
 
@@ -92,7 +96,15 @@ def test_posterior_reuses_the_cache(exact_path, monkeypatch):
     )
     for _ in range(3):
         model.posterior(_X((4, 1), 2, torch.float64))
+    # Analytic acquisition functions call ``self.to(X)`` on every evaluation.
+    acqf = LogExpectedImprovement(model, best_f=train_Y.max())
+    bounds = torch.stack([torch.zeros(2), torch.ones(2)]).double()
+    optimize_acqf(acqf, bounds=bounds, q=1, num_restarts=2, raw_samples=8)
+    model.to(torch.float64)
+    model.posterior(_X((4, 1), 2, torch.float64))
     assert calls == []
+    model.to(torch.float32).posterior(_X((4, 1), 2, torch.float32))
+    assert calls == [1]
 
 
 def test_output_indices_and_subset_output(exact_path):
@@ -187,6 +199,19 @@ def test_no_warning_and_no_double_transform_on_eval_train(exact_path, recwarn):
     torch.testing.assert_close(model.posterior(X).mean, before)
     assert torch.equal(model.train_X, 10.0 * train_X)
     assert not [w for w in recwarn if "transform" in str(w.message).lower()]
+
+
+def test_nonlinear_outcome_transform_goes_through_untransform_posterior(exact_path):
+    train_X, train_Y = make_data(n=10, d=2, m=2)
+    X = _X((4, 1), 2, torch.float64)
+    model = TNPKRModel(train_X, train_Y.exp(), outcome_transform=Log(), checkpoint=exact_path)
+    post = model.posterior(X)
+    assert isinstance(post, TransformedPosterior) and post.mean.shape == torch.Size([4, 1, 2])
+    raw = TNPKRModel(train_X, train_Y, outcome_transform=None, checkpoint=exact_path).posterior(X)
+    torch.testing.assert_close(post.mean, (raw.mean + raw.variance / 2).exp())  # log-normal
+    with pytest.raises(UnsupportedError, match="subset_output"):
+        model.posterior(X, output_indices=[0])
+    assert model.subset_output([1]).posterior(X).mean.shape == torch.Size([4, 1, 1])
 
 
 def test_posterior_transform_scalarizes(exact_path):

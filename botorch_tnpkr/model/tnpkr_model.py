@@ -183,7 +183,6 @@ class TNPKRModel(Model, FantasizeMixin):
         self._setup(
             network=network,
             source=source,
-            options={"linear_above": linear_above, "scan_above": scan_above},
             train_X=train_X,
             train_Y=train_Y,
             train_Yvar=train_Yvar,
@@ -195,7 +194,6 @@ class TNPKRModel(Model, FantasizeMixin):
         self,
         network: TNPKR,
         source: str,
-        options: dict[str, Any],
         train_X: Tensor,
         train_Y: Tensor,
         train_Yvar: Tensor | None,
@@ -207,7 +205,6 @@ class TNPKRModel(Model, FantasizeMixin):
         self._mean_noise = None
         self.network = network
         self._source = source
-        self._options = options
         if input_transform is not None:
             self.input_transform = input_transform.to(train_X)
         if outcome_transform is not None:
@@ -418,7 +415,6 @@ class TNPKRModel(Model, FantasizeMixin):
         new._setup(
             network=self.network,
             source=self._source,
-            options=dict(self._options),
             train_X=train_X,
             train_Y=train_Y,
             train_Yvar=train_Yvar,

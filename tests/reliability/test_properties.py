@@ -1,0 +1,56 @@
+"""Property-based checks of TNPKRModel posteriors on random shapes and values."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from botorch_tnpkr import TNPKRModel
+from tests.model.helpers import tiny_network
+
+NETWORKS = {name: tiny_network(name, seed=3) for name in ("softmax", "dka")}
+
+
+@st.composite
+def histories(draw):
+    n = draw(st.integers(1, 24))
+    d = draw(st.integers(1, 6))
+    m = draw(st.integers(1, 2))
+    q = draw(st.integers(1, 5))
+    log_scale = draw(st.floats(-8, 8))
+    seed = draw(st.integers(0, 2**16))
+    attention = draw(st.sampled_from(sorted(NETWORKS)))
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, d, generator=gen, dtype=torch.float64)
+    Y = torch.randn(n, m, generator=gen, dtype=torch.float64) * 10.0**log_scale
+    Y = Y + draw(st.floats(-1e6, 1e6))
+    Xt = torch.rand(3, q, d, generator=gen, dtype=torch.float64)
+    return attention, X, Y, Xt
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_posteriors_are_finite_positive_and_order_invariant(case) -> None:
+    attention, X, Y, Xt = case
+    model = TNPKRModel(X, Y, checkpoint=NETWORKS[attention])
+    post = model.posterior(Xt, observation_noise=True)
+    assert post.mean.shape == (*Xt.shape[:-1], Y.shape[-1])
+    assert torch.isfinite(post.mean).all()
+    assert (post.variance > 0).all() and torch.isfinite(post.variance).all()
+    latent = model.posterior(Xt)
+    assert (latent.variance <= post.variance * (1 + 1e-9)).all()
+    perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))
+    permuted = TNPKRModel(X[perm], Y[perm], checkpoint=NETWORKS[attention]).posterior(Xt)
+    torch.testing.assert_close(permuted.mean, latent.mean, rtol=1e-7, atol=1e-7 * Y.abs().max())
+    torch.testing.assert_close(permuted.variance, latent.variance, rtol=1e-6, atol=0.0)
+
+
+def test_identical_inputs_give_identical_posteriors() -> None:
+    gen = torch.Generator().manual_seed(1)
+    X = torch.rand(30, 3, generator=gen, dtype=torch.float64)
+    Y = torch.randn(30, 1, generator=gen, dtype=torch.float64)
+    Xt = torch.rand(7, 3, generator=gen, dtype=torch.float64)
+    a = TNPKRModel(X, Y, checkpoint=NETWORKS["softmax"]).posterior(Xt)
+    b = TNPKRModel(X.clone(), Y.clone(), checkpoint=NETWORKS["softmax"]).posterior(Xt)
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.variance, b.variance)

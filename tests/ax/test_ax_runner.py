@@ -1,0 +1,269 @@
+"""The config-driven runner: validation, an in-process run, and a real SIGKILL + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from ax.api.client import Client
+from ax.core.trial_status import TrialStatus
+
+from botorch_tnpkr.ax.config import RunnerConfigError, load_config, parse_config
+from botorch_tnpkr.ax.runner import RunnerError, main, normalize_outcome, run
+
+REPO = Path(__file__).resolve().parents[2]
+
+OBJECTIVE = """
+import json, math, os, time
+from pathlib import Path
+
+LOG = Path(__file__).with_name("calls.log")
+
+
+def evaluate(p):
+    with LOG.open("a") as f:
+        f.write(json.dumps({"event": "start", "p": p}) + "\\n")
+    time.sleep(float(os.environ.get("TNPKR_TEST_SLEEP", "0")))
+    calls = sum('"start"' in line for line in LOG.read_text().splitlines())
+    if str(calls) == os.environ.get("TNPKR_TEST_FAIL_CALL"):
+        raise RuntimeError(f"call {calls} diverged")
+    value = (p["x"] - 0.3) ** 2 + (math.log10(p["lr"]) + 2) ** 2 + 0.1 * p["k"]
+    with LOG.open("a") as f:
+        f.write(json.dumps({"event": "end", "p": p}) + "\\n")
+    return {"loss": value}
+"""
+
+
+def experiment(tmp_path: Path, checkpoint: Path, **changes) -> dict:
+    """Write an objective module (unique name) and return a valid experiment mapping."""
+    module = f"objective_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(OBJECTIVE)
+    config = {
+        "name": "runner-test",
+        "parameters": [
+            {"name": "x", "type": "float", "bounds": [0, 1]},
+            {"name": "lr", "type": "float", "bounds": [1.0e-4, 1.0], "log_scale": True},
+            {"name": "k", "type": "int", "bounds": [1, 4]},
+            {"name": "opt", "type": "choice", "values": ["adam", "sgd"]},
+        ],
+        "objective": "-loss",
+        "budget": 5,
+        "batch_size": 2,
+        "evaluate": f"{module}:evaluate",
+        "snapshot": "out/snapshot.json",
+        "seed": 0,
+        "strategy": {
+            "checkpoint": str(checkpoint),
+            "initialization_trials": 3,
+            "num_restarts": 2,
+            "raw_samples": 16,
+            "optimizer_options": {"maxiter": 5},
+            "seed": 0,
+        },
+    }
+    config.update(changes)
+    return config
+
+
+def write(tmp_path: Path, config: dict, suffix: str = ".yaml") -> Path:
+    path = tmp_path / f"experiment{suffix}"
+    path.write_text(yaml.safe_dump(config) if suffix == ".yaml" else json.dumps(config))
+    return path
+
+
+def statuses(snapshot: Path) -> dict[int, str]:
+    trials = json.loads(snapshot.read_text())["experiment"]["trials"]
+    return {int(k): t["status"]["name"] for k, t in trials.items()}
+
+
+def calls(tmp_path: Path, event: str) -> list[dict]:
+    lines = (tmp_path / "calls.log").read_text().splitlines()
+    return [record["p"] for record in map(json.loads, lines) if record["event"] == event]
+
+
+# ----------------------------------------------------------------------------- config
+def test_yaml_and_json_files_give_the_same_config(tmp_path, tiny_checkpoint):
+    config = experiment(tmp_path, tiny_checkpoint)
+    from_yaml = load_config(write(tmp_path, config, ".yaml"))
+    from_json = load_config(write(tmp_path, config, ".json"))
+    assert from_yaml.parameters == from_json.parameters
+    assert from_yaml.snapshot == (tmp_path / "out" / "snapshot.json").resolve()
+    assert from_yaml.strategy == from_json.strategy
+    assert from_yaml.parameters[1].log_scale and from_yaml.parameters[2].bounds == (1, 4)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"objective": None}, "objective"),
+        ({"budget": 0}, "budget"),
+        ({"batch_size": "2"}, "batch_size"),
+        ({"evaluate": "no_function_here"}, "evaluate"),
+        ({"snapshot": "state.pkl"}, "snapshot"),
+        ({"colour": "blue"}, r"unknown fields \['colour'\]"),
+        ({"parameters": []}, "parameters"),
+        ({"parameters": [{"name": "x", "type": "float", "bounds": [1, 0]}]}, r"parameters\[0\]"),
+        (
+            {"parameters": [{"name": "x", "type": "float", "bounds": [0, 1], "log_scale": True}]},
+            r"parameters\[0\].bounds: must be positive",
+        ),
+        ({"parameters": [{"name": "x", "type": "int", "bounds": [0.5, 3]}]}, "integers"),
+        ({"parameters": [{"name": "x", "type": "choice", "values": ["a", 1]}]}, "values"),
+        ({"parameters": [{"name": "x", "type": "choice", "values": ["a"]}]}, "at least two"),
+        ({"parameters": [{"name": "x", "type": "set", "values": [1, 2]}]}, r"parameters\[0\].type"),
+        (
+            {"parameters": [{"name": "x", "type": "float", "bounds": [0, 1], "values": [1]}]},
+            "values",
+        ),
+        ({"strategy": {"initialization_trial": 3}}, "strategy: unknown keys"),
+        ({"strategy": {"num_restarts": 0}}, "strategy.num_restarts"),
+        ({"strategy": {"checkpoint": 5}}, "strategy.checkpoint"),
+        ({"max_failures": -1}, "max_failures"),
+    ],
+)
+def test_invalid_fields_are_named(tmp_path, tiny_checkpoint, change, field):
+    config = experiment(tmp_path, tiny_checkpoint)
+    config.update(change)
+    config = {k: v for k, v in config.items() if v is not None}
+    with pytest.raises(RunnerConfigError, match=field):
+        parse_config(config, tmp_path, source="exp.yaml")
+
+
+def test_unreadable_files_are_reported(tmp_path):
+    with pytest.raises(RunnerConfigError, match="No experiment file"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("parameters: [\n")
+    with pytest.raises(RunnerConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "exp.toml").write_text("")
+    with pytest.raises(RunnerConfigError, match="unknown file type"):
+        load_config(tmp_path / "exp.toml")
+
+
+def test_outcomes_are_normalized_or_rejected():
+    assert normalize_outcome(1.5, ["loss"], 0) == {"loss": 1.5}
+    assert normalize_outcome({"loss": (1, 0.1)}, ["loss"], 0) == {"loss": (1.0, 0.1)}
+    with pytest.raises(RunnerError, match="without the metrics"):
+        normalize_outcome({"los": 1.0}, ["loss"], 3)
+    with pytest.raises(RunnerError, match="mapping"):
+        normalize_outcome(1.0, ["a", "b"], 3)
+    with pytest.raises(RunnerError, match="number"):
+        normalize_outcome({"loss": "high"}, ["loss"], 3)
+
+
+# ----------------------------------------------------------------------------- runs
+def test_run_reaches_the_budget_and_skips_failed_evaluations(
+    tmp_path, tiny_checkpoint, monkeypatch, capsys
+):
+    monkeypatch.setenv("TNPKR_TEST_FAIL_CALL", "2")
+    path = write(tmp_path, experiment(tmp_path, tiny_checkpoint, budget=5, max_failures=1))
+    config = load_config(path)
+    client = run(config, progress="lines")
+    trial_statuses = [t.status for t in client._experiment.trials.values()]
+    assert trial_statuses.count(TrialStatus.COMPLETED) == 5
+    assert trial_statuses.count(TrialStatus.FAILED) == 1
+    assert client._experiment.trials[1].status == TrialStatus.FAILED
+    saved = Client.load_from_json_file(str(config.snapshot))
+    assert len(saved._experiment.trials) == len(trial_statuses)
+    err = capsys.readouterr().err
+    assert "[runner-test] 5/5 trial" in err and "done: 5 completed trials" in err
+    assert "trial 1 failed: RuntimeError: call 2 diverged" in err
+    assert not list(config.snapshot.parent.glob("*.tmp"))
+    # Running again finds the budget reached and evaluates nothing.
+    before = len(calls(tmp_path, "start"))
+    run(config, progress="none")
+    assert len(calls(tmp_path, "start")) == before
+
+
+def test_too_many_dimensions_stop_before_the_first_trial(tmp_path, tiny_checkpoint, capsys):
+    parameters = [{"name": f"x{i}", "type": "float", "bounds": [0, 1]} for i in range(4)]
+    parameters.append({"name": "c", "type": "choice", "values": ["a", "b", "c", "d"]})
+    config = experiment(tmp_path, tiny_checkpoint, parameters=parameters, objective="y")
+    path = write(tmp_path, config)
+    assert main([str(path), "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "d=8" in err and "max_dim=6" in err
+    assert not (tmp_path / "out" / "snapshot.json").exists()
+
+
+def _runner(path: Path, log: Path, sleep: float) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "TNPKR_TEST_SLEEP": str(sleep),
+    }
+    command = [sys.executable, "-m", "botorch_tnpkr.ax.runner", str(path), "--progress", "lines"]
+    with log.open("w") as handle:
+        return subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path, tiny_checkpoint):
+    budget = 7
+    path = write(tmp_path, experiment(tmp_path, tiny_checkpoint, budget=budget))
+    snapshot = tmp_path / "out" / "snapshot.json"
+    process = _runner(path, tmp_path / "first.log", sleep=0.5)
+    at_kill: dict[int, str] = {}
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if snapshot.is_file():
+                current = statuses(snapshot)
+                done = sum(s == "COMPLETED" for s in current.values())
+                if done >= 4 and "RUNNING" in current.values():
+                    process.send_signal(signal.SIGKILL)
+                    process.wait(timeout=30)
+                    at_kill = statuses(snapshot)  # the state the killed process left
+                    break
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = (tmp_path / "first.log").read_text()
+    assert at_kill, f"the runner was not caught mid-run:\n{log}"
+    assert process.returncode == -signal.SIGKILL
+    completed_before = sorted(i for i, s in at_kill.items() if s == "COMPLETED")
+    running_before = sorted(i for i, s in at_kill.items() if s == "RUNNING")
+    assert 4 <= len(completed_before) < budget and running_before
+    first = Client.load_from_json_file(str(snapshot))._experiment
+    first_data = first.lookup_data().df.set_index("trial_index")["mean"]
+
+    resume = _runner(path, tmp_path / "second.log", sleep=0.0)
+    assert resume.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()
+    second_log = (tmp_path / "second.log").read_text()
+    assert f"resumed from {snapshot}: {len(completed_before)} completed" in second_log
+
+    final = Client.load_from_json_file(str(snapshot))._experiment
+    final_statuses = {i: t.status for i, t in final.trials.items()}
+    completed = sorted(i for i, s in final_statuses.items() if s == TrialStatus.COMPLETED)
+    assert len(completed) == budget
+    # Nothing completed before the kill was lost or changed ...
+    final_data = final.lookup_data().df.set_index("trial_index")["mean"]
+    for index in completed_before:
+        assert final_statuses[index] == TrialStatus.COMPLETED
+        assert final.trials[index].arm.parameters == first.trials[index].arm.parameters
+        assert final_data[index] == first_data[index]
+    # ... the interrupted trials were abandoned and their points evaluated again ...
+    for index in running_before:
+        assert final_statuses[index] == TrialStatus.ABANDONED
+        again = [
+            i
+            for i in completed
+            if i > max(at_kill)
+            and final.trials[i].arm.parameters == first.trials[index].arm.parameters
+        ]
+        assert len(again) == 1
+    # ... and no evaluation finished twice.
+    finished = calls(tmp_path, "end")
+    assert len(finished) == budget
+    keys = [json.dumps(p, sort_keys=True) for p in finished]
+    assert len(set(keys)) == budget
+    assert not list(snapshot.parent.glob("*.tmp"))

@@ -257,8 +257,12 @@ def _finite(outcome: Mapping[str, Any]) -> bool:
 def _node_name(client: Client, index: int) -> str:
     """The generation node that made a trial; ``re-run`` for an interrupted trial run again."""
     run = client._experiment.trials[index].generator_run
-    name = None if run is None else run._generation_node_name
-    return name or "re-run"
+    if run is None or run._generation_node_name is None:
+        return "re-run"
+    if (run._generator_key or "").startswith("Fallback"):
+        # Ax's deduplication gave up on the model's candidates and drew from Sobol.
+        return f"{run._generation_node_name}({run._generator_key})"
+    return run._generation_node_name
 
 
 def _count(client: Client, status: TrialStatus) -> int:

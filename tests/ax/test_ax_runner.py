@@ -16,7 +16,7 @@ from ax.api.client import Client
 from ax.core.trial_status import TrialStatus
 
 from botorch_tnpkr.ax.config import RunnerConfigError, load_config, parse_config
-from botorch_tnpkr.ax.runner import RunnerError, main, normalize_outcome, run
+from botorch_tnpkr.ax.runner import Progress, RunnerError, main, normalize_outcome, run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,6 +156,30 @@ def test_outcomes_are_normalized_or_rejected():
         normalize_outcome(1.0, ["a", "b"], 3)
     with pytest.raises(RunnerError, match="number"):
         normalize_outcome({"loss": "high"}, ["loss"], 3)
+
+
+def test_progress_bar_and_lines():
+    import io
+
+    stream = io.StringIO()
+    bar = Progress("bar", total=3, initial=1, name="exp", stream=stream)
+    bar.completed(2, "trial 1: loss=0.5")
+    bar.line("generated trial(s) [2]")
+    bar.close()
+    assert "2/3" in stream.getvalue() and "generated trial(s) [2]" in stream.getvalue()
+    stream = io.StringIO()
+    Progress("auto", total=3, initial=0, name="exp", stream=stream).completed(1, "trial 0")
+    assert stream.getvalue() == "[exp] 1/3 trial 0\n"  # not a terminal: plain lines
+
+
+def test_check_validates_without_running(tmp_path, tiny_checkpoint, capsys):
+    path = write(tmp_path, experiment(tmp_path, tiny_checkpoint))
+    assert main([str(path), "--check"]) == 0
+    assert "OK" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "snapshot.json").exists()
+    path = write(tmp_path, experiment(tmp_path, tiny_checkpoint, evaluate="nowhere:evaluate"))
+    assert main([str(path), "--check"]) == 2
+    assert "evaluate: cannot import module 'nowhere'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- runs

@@ -32,6 +32,8 @@ def evaluate(p):
         f.write(json.dumps({"event": "start", "p": p}) + "\\n")
     time.sleep(float(os.environ.get("TNPKR_TEST_SLEEP", "0")))
     calls = sum('"start"' in line for line in LOG.read_text().splitlines())
+    if calls >= int(os.environ.get("TNPKR_TEST_HANG_FROM_CALL", "1000000")):
+        time.sleep(600)  # hangs until killed
     if str(calls) == os.environ.get("TNPKR_TEST_FAIL_CALL"):
         raise RuntimeError(f"call {calls} diverged")
     value = (p["x"] - 0.3) ** 2 + (math.log10(p["lr"]) + 2) ** 2 + 0.1 * p["k"]
@@ -81,6 +83,11 @@ def write(tmp_path: Path, config: dict, suffix: str = ".yaml") -> Path:
 def statuses(snapshot: Path) -> dict[int, str]:
     trials = json.loads(snapshot.read_text())["experiment"]["trials"]
     return {int(k): t["status"]["name"] for k, t in trials.items()}
+
+
+def _started(tmp_path: Path) -> int:
+    log = tmp_path / "calls.log"
+    return len(calls(tmp_path, "start")) if log.is_file() else 0
 
 
 def calls(tmp_path: Path, event: str) -> list[dict]:
@@ -217,13 +224,15 @@ def test_too_many_dimensions_stop_before_the_first_trial(tmp_path, tiny_checkpoi
     assert not (tmp_path / "out" / "snapshot.json").exists()
 
 
-def _runner(path: Path, log: Path, sleep: float) -> subprocess.Popen:
+def _runner(path: Path, log: Path, hang_from_call: int | None = None) -> subprocess.Popen:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
-        "TNPKR_TEST_SLEEP": str(sleep),
+        "TNPKR_TEST_SLEEP": "0.2",
     }
+    if hang_from_call is not None:
+        env["TNPKR_TEST_HANG_FROM_CALL"] = str(hang_from_call)
     command = [sys.executable, "-m", "botorch_tnpkr.ax.runner", str(path), "--progress", "lines"]
     with log.open("w") as handle:
         return subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
@@ -233,7 +242,9 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path, tiny_ch
     budget = 7
     path = write(tmp_path, experiment(tmp_path, tiny_checkpoint, budget=budget))
     snapshot = tmp_path / "out" / "snapshot.json"
-    process = _runner(path, tmp_path / "first.log", sleep=0.5)
+    # Evaluations 1-4 complete (trials 0-3: 3 Sobol, 1 TNP-KR); the 5th (trial 4, batched
+    # with trial 5) hangs, so the kill lands while trials 4 and 5 are RUNNING.
+    process = _runner(path, tmp_path / "first.log", hang_from_call=5)
     at_kill: dict[int, str] = {}
     deadline = time.monotonic() + 120
     try:
@@ -241,7 +252,7 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path, tiny_ch
             if snapshot.is_file():
                 current = statuses(snapshot)
                 done = sum(s == "COMPLETED" for s in current.values())
-                if done >= 4 and "RUNNING" in current.values():
+                if done == 4 and "RUNNING" in current.values() and _started(tmp_path) == 5:
                     process.send_signal(signal.SIGKILL)
                     process.wait(timeout=30)
                     at_kill = statuses(snapshot)  # the state the killed process left
@@ -256,11 +267,11 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path, tiny_ch
     assert process.returncode == -signal.SIGKILL
     completed_before = sorted(i for i, s in at_kill.items() if s == "COMPLETED")
     running_before = sorted(i for i, s in at_kill.items() if s == "RUNNING")
-    assert 4 <= len(completed_before) < budget and running_before
+    assert completed_before == [0, 1, 2, 3] and running_before == [4, 5]
     first = Client.load_from_json_file(str(snapshot))._experiment
     first_data = first.lookup_data().df.set_index("trial_index")["mean"]
 
-    resume = _runner(path, tmp_path / "second.log", sleep=0.0)
+    resume = _runner(path, tmp_path / "second.log")
     assert resume.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()
     second_log = (tmp_path / "second.log").read_text()
     assert f"resumed from {snapshot}: {len(completed_before)} completed" in second_log

@@ -30,7 +30,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -106,17 +107,34 @@ def new_client(config: RunnerConfig) -> Client:
             (checked before any trial is generated).
     """
     client = Client(random_seed=config.seed)
-    client.configure_experiment(
-        parameters=[_parameter_config(p) for p in config.parameters],
-        parameter_constraints=list(config.parameter_constraints) or None,
-        name=config.name,
-    )
-    client.configure_optimization(
-        objective=config.objective,
-        outcome_constraints=list(config.outcome_constraints) or None,
-    )
-    configure_tnpkr(client, **config.strategy)
+    with _blame(config, "parameters / parameter_constraints"):
+        client.configure_experiment(
+            parameters=[_parameter_config(p) for p in config.parameters],
+            parameter_constraints=list(config.parameter_constraints) or None,
+            name=config.name,
+        )
+    with _blame(config, "objective / outcome_constraints"):
+        client.configure_optimization(
+            objective=config.objective,
+            outcome_constraints=list(config.outcome_constraints) or None,
+        )
+    with _blame(config, "strategy"):
+        configure_tnpkr(client, **config.strategy)
     return client
+
+
+@contextmanager
+def _blame(config: RunnerConfig, fields: str) -> Iterator[None]:
+    """Report Ax's (or the strategy's) rejection of user input as a config error on ``fields``.
+
+    Errors of this package (``DimensionError``, ``CheckpointError``) pass unchanged.
+    """
+    try:
+        yield
+    except TNPKRError:
+        raise
+    except Exception as err:  # Ax raises UserInputError, ValueError, sympy's SympifyError
+        raise RunnerConfigError(f"{config.source}: {fields}: {type(err).__name__}: {err}") from err
 
 
 def save_snapshot(client: Client, path: Path) -> None:

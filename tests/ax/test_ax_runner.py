@@ -154,6 +154,24 @@ def test_unreadable_files_are_reported(tmp_path):
         load_config(tmp_path / "exp.toml")
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"objective": "loss >="}, "objective / outcome_constraints"),
+        ({"outcome_constraints": ["latency <"]}, "objective / outcome_constraints"),
+        ({"parameter_constraints": ["z <= 1"]}, "parameters / parameter_constraints"),
+        ({"strategy": {"acquisition": "qNoSuchThing"}}, "strategy: ValueError: Unknown acq"),
+    ],
+)
+def test_input_ax_rejects_is_reported_as_a_config_error(
+    tmp_path, tiny_checkpoint, capsys, change, field
+):
+    config = experiment(tmp_path, tiny_checkpoint)
+    config.update({**change, "strategy": {**config["strategy"], **change.get("strategy", {})}})
+    assert main([str(write(tmp_path, config)), "--check"]) == 2
+    assert field in capsys.readouterr().err
+
+
 def test_outcomes_are_normalized_or_rejected():
     assert normalize_outcome(1.5, ["loss"], 0) == {"loss": 1.5}
     assert normalize_outcome({"loss": (1, 0.1)}, ["loss"], 0) == {"loss": (1.0, 0.1)}

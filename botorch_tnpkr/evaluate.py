@@ -105,7 +105,11 @@ def _network_scores(model: TNPKR, batch: TaskBatch) -> tuple[float, float, float
 
 
 def _gp_loglik(batch: TaskBatch) -> float:
-    """Mean log-likelihood of the noisy targets under a batched SingleTaskGP fitted by MLL."""
+    """Mean log-likelihood of the noisy targets under SingleTaskGPs fitted by MLL.
+
+    One GP per task, fitted with BoTorch's defaults (``Standardize``, ``fit_gpytorch_mll``
+    with its retries), as a user would fit it.
+    """
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
@@ -113,21 +117,22 @@ def _gp_loglik(batch: TaskBatch) -> float:
 
     if batch.xc.shape[1] == 0:
         return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        gp = SingleTaskGP(
-            batch.xc,
-            batch.yc.unsqueeze(-1),
-            outcome_transform=Standardize(m=1, batch_shape=batch.xc.shape[:1]),
-        )
-        # A failed fit keeps its initial hyperparameters, as a user would get.
-        with contextlib.suppress(Exception):
-            fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
-        gp.eval()
-        with torch.no_grad():
-            post = gp.posterior(batch.xt, observation_noise=True)
-            mean, var = post.mean.squeeze(-1), post.variance.squeeze(-1).clamp_min(1e-12)
-    return float(gaussian_logpdf(batch.yt, mean, var).mean())
+    total = 0.0
+    for i in range(batch.xc.shape[0]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gp = SingleTaskGP(
+                batch.xc[i], batch.yc[i].unsqueeze(-1), outcome_transform=Standardize(m=1)
+            )
+            # A failed fit keeps its initial hyperparameters, as a user would get.
+            with contextlib.suppress(Exception):
+                fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+            gp.eval()
+            with torch.no_grad():
+                post = gp.posterior(batch.xt[i], observation_noise=True)
+                mean, var = post.mean.squeeze(-1), post.variance.squeeze(-1).clamp_min(1e-12)
+                total += float(gaussian_logpdf(batch.yt[i], mean, var).mean())
+    return total / batch.xc.shape[0]
 
 
 def evaluate_cell(

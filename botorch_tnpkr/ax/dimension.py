@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from ax.adapter.adapter_utils import extract_search_space_digest
 from ax.adapter.registry import MBM_X_trans_base
 from ax.core.search_space import SearchSpace
 
@@ -26,13 +27,32 @@ from botorch_tnpkr.model.network import AUTO, DEFAULT_LINEAR_ABOVE
 from botorch_tnpkr.nn import read_metadata
 
 
-def encoded_dimension(search_space: SearchSpace) -> int:
-    """Number of model inputs Ax's BoTorch-modular node makes of ``search_space``."""
+def _encode(search_space: SearchSpace) -> SearchSpace:
+    """``search_space`` as Ax's BoTorch-modular node hands it to the model."""
     encoded = search_space.clone()
     for transform_class in MBM_X_trans_base:
         transform = transform_class(search_space=encoded)
         encoded = transform.transform_search_space(encoded)
-    return len(encoded.parameters)
+    return encoded
+
+
+def encoded_dimension(search_space: SearchSpace) -> int:
+    """Number of model inputs Ax's BoTorch-modular node makes of ``search_space``."""
+    return len(_encode(search_space).parameters)
+
+
+def is_fully_discrete(search_space: SearchSpace) -> bool:
+    """Whether every encoded input is discrete (integers, ordered or two-valued choices).
+
+    One-hot columns of unordered choices are continuous inputs to Ax's optimisers.
+
+    Ax then optimises the acquisition with a discrete optimiser (enumeration or local
+    search), which rejects BoTorch's ``options`` (``maxiter``, ``batch_limit``, ...).
+    """
+    encoded = _encode(search_space)
+    names = list(encoded.parameters)
+    digest = extract_search_space_digest(encoded, names)
+    return len(digest.discrete_choices) == len(names)  # as Ax's ``determine_optimizer``
 
 
 def checkpoint_max_dim(
@@ -107,4 +127,9 @@ def _widths(search_space: SearchSpace) -> list[tuple[str, int]]:
     return sorted(widths, key=lambda item: -item[1])
 
 
-__all__ = ["check_search_space", "checkpoint_max_dim", "encoded_dimension"]
+__all__ = [
+    "check_search_space",
+    "checkpoint_max_dim",
+    "encoded_dimension",
+    "is_fully_discrete",
+]

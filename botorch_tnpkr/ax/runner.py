@@ -38,6 +38,7 @@ from typing import Any, TextIO
 from ax.api.client import Client
 from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig
 from ax.core.trial_status import TrialStatus
+from ax.exceptions.core import SearchSpaceExhausted
 from ax.utils.common.logger import set_ax_logger_levels
 
 from botorch_tnpkr.ax.config import ParameterSpec, RunnerConfig, RunnerConfigError, load_config
@@ -340,8 +341,9 @@ def run(config: RunnerConfig, progress: str = "auto", stream: TextIO | None = No
             f"{_count(client, TrialStatus.FAILED)} failed, {len(rerun)} interrupted trial(s) "
             "abandoned and queued again"
         )
+    exhausted = False
     try:
-        while done < config.budget:
+        while done < config.budget and not exhausted:
             wanted = min(config.batch_size, config.budget - done)
             start = time.perf_counter()
             batch: dict[int, dict[str, Any]] = {}
@@ -349,7 +351,15 @@ def run(config: RunnerConfig, progress: str = "auto", stream: TextIO | None = No
                 parameters = rerun.pop(0)
                 batch[client.attach_trial(parameters=parameters)] = parameters
             if len(batch) < wanted:
-                batch.update(client.get_next_trials(max_trials=wanted - len(batch)))
+                try:
+                    batch.update(client.get_next_trials(max_trials=wanted - len(batch)))
+                except SearchSpaceExhausted as err:  # e.g. every point of a discrete space
+                    exhausted = True
+                    bar.line(f"stopping after this batch: the search space is exhausted ({err})")
+            if not batch:
+                if exhausted:
+                    break
+                raise RunnerError("The generation strategy produced no trial.")
             save_snapshot(client, config.snapshot)
             nodes = sorted({_node_name(client, index) for index in batch})
             bar.line(

@@ -44,7 +44,11 @@ from ax.storage.botorch_modular_registry import (
 from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.analytic import AnalyticAcquisitionFunction
 
-from botorch_tnpkr.ax.dimension import check_search_space, checkpoint_max_dim
+from botorch_tnpkr.ax.dimension import (
+    check_search_space,
+    checkpoint_max_dim,
+    is_fully_discrete,
+)
 from botorch_tnpkr.checkpoints import available_checkpoints
 from botorch_tnpkr.model import DEFAULT_LINEAR_ABOVE, DEFAULT_SCAN_ABOVE, TNPKRModel
 from botorch_tnpkr.model.network import AUTO
@@ -223,7 +227,9 @@ def tnpkr_generation_strategy(
         num_restarts: Restarts of the acquisition optimiser (Ax's default if None).
         raw_samples: Raw samples of the acquisition optimiser (Ax's default if None).
         optimizer_options: The ``options`` of BoTorch's optimiser, e.g.
-            ``{"maxiter": 50, "batch_limit": 8}``.
+            ``{"maxiter": 50, "batch_limit": 8}``. Ax's optimisers for fully discrete
+            search spaces reject them: with ``search_space`` given they are then dropped
+            (with a warning); without, generation fails with Ax's ``UnsupportedError``.
         min_observed_initialization_trials: Completed initialization trials needed before
             the model takes over; default ``max(1, initialization_trials // 2)``. Until then,
             no more than ``initialization_trials`` Sobol trials are handed out.
@@ -258,6 +264,15 @@ def tnpkr_generation_strategy(
         check_search_space(search_space, model_config.model_options["checkpoint"], linear_above)
     acqf_class = resolve_acquisition(acquisition)
     optimizer_kwargs = _optimizer_kwargs(num_restarts, raw_samples, optimizer_options)
+    discrete = search_space is not None and is_fully_discrete(search_space)
+    if discrete and "options" in optimizer_kwargs:
+        warnings.warn(
+            "optimizer_options are not used: the search space is fully discrete, and Ax's "
+            "discrete acquisition optimisers reject them.",
+            UserWarning,
+            stacklevel=2,
+        )
+        del optimizer_kwargs["options"]
 
     sobol = GenerationNode(
         name=SOBOL_NODE,

@@ -36,7 +36,8 @@ def evaluate(p):
         time.sleep(600)  # hangs until killed
     if str(calls) == os.environ.get("TNPKR_TEST_FAIL_CALL"):
         raise RuntimeError(f"call {calls} diverged")
-    value = (p["x"] - 0.3) ** 2 + (math.log10(p["lr"]) + 2) ** 2 + 0.1 * p["k"]
+    x, lr, k = p.get("x", 0.5), p.get("lr", 0.01), p.get("k", 1)
+    value = (x - 0.3) ** 2 + (math.log10(lr) + 2) ** 2 + 0.1 * k + 0.2 * (p.get("opt") == "sgd")
     with LOG.open("a") as f:
         f.write(json.dumps({"event": "end", "p": p}) + "\\n")
     return {"loss": value}
@@ -240,6 +241,24 @@ def test_too_many_dimensions_stop_before_the_first_trial(tmp_path, tiny_checkpoi
     err = capsys.readouterr().err
     assert "d=8" in err and "max_dim=6" in err
     assert not (tmp_path / "out" / "snapshot.json").exists()
+
+
+def test_an_exhausted_search_space_ends_the_run(tmp_path, tiny_checkpoint, capsys):
+    parameters = [
+        {"name": "k", "type": "int", "bounds": [1, 2]},
+        {"name": "opt", "type": "choice", "values": ["adam", "sgd"]},
+    ]
+    config = experiment(tmp_path, tiny_checkpoint, parameters=parameters, budget=6)
+    assert main([str(write(tmp_path, config)), "--progress", "lines"]) == 0
+    err = capsys.readouterr().err
+    assert "the search space is exhausted" in err
+    final = Client.load_from_json_file(str(tmp_path / "out" / "snapshot.json"))._experiment
+    points = [
+        tuple(sorted(t.arm.parameters.items()))
+        for t in final.trials.values()
+        if t.status == TrialStatus.COMPLETED
+    ]
+    assert len(points) == len(set(points)) <= 4
 
 
 def _runner(path: Path, log: Path, hang_from_call: int | None = None) -> subprocess.Popen:

@@ -27,6 +27,7 @@ from botorch_tnpkr.ax import (
     tnpkr_generation_strategy,
     tnpkr_model_config,
 )
+from botorch_tnpkr.ax.dimension import is_fully_discrete
 from botorch_tnpkr.errors import CheckpointError, DimensionError
 from botorch_tnpkr.model import TNPKRModel
 from tests.model.helpers import make_data, tiny_network
@@ -146,3 +147,32 @@ def test_registration_is_idempotent_and_fit_is_a_no_op(tiny_checkpoint):
     fit_botorch_model(model, mll_class=None, mll_options={})
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_optimizer_options_are_dropped_for_fully_discrete_spaces(fast_options):
+    discrete = _search_space(
+        [
+            RangeParameterConfig(name="n", parameter_type="int", bounds=(1, 8)),
+            ChoiceParameterConfig(name="c", parameter_type="str", values=["a", "b"]),
+            ChoiceParameterConfig(
+                name="o", parameter_type="int", values=[1, 2, 4], is_ordered=True
+            ),
+        ]
+    )
+    assert is_fully_discrete(discrete)
+    with pytest.warns(UserWarning, match="fully discrete"):
+        strategy = tnpkr_generation_strategy(**fast_options, search_space=discrete)
+    optimizer = _spec(strategy, TNPKR_NODE).generator_gen_kwargs["model_gen_options"]
+    assert optimizer["optimizer_kwargs"] == {"num_restarts": 2, "raw_samples": 16}
+    mixed = _search_space(
+        [
+            RangeParameterConfig(name="n", parameter_type="int", bounds=(1, 8)),
+            ChoiceParameterConfig(
+                name="c", parameter_type="str", values=["a", "b", "c"], is_ordered=False
+            ),
+        ]
+    )
+    assert not is_fully_discrete(mixed)  # one-hot columns are continuous to Ax
+    strategy = tnpkr_generation_strategy(**fast_options, search_space=mixed)
+    optimizer = _spec(strategy, TNPKR_NODE).generator_gen_kwargs["model_gen_options"]
+    assert optimizer["optimizer_kwargs"]["options"] == {"maxiter": 5}

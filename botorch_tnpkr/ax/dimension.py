@@ -1,4 +1,4 @@
-"""The input dimension Ax hands to a ``TNPKRModel``, checked against the network's ``max_dim``.
+"""The inputs Ax hands to a ``TNPKRModel``: their number, checked against ``max_dim``.
 
 Ax's BoTorch-modular node encodes the search space with ``MBM_X_trans_base`` (fixed
 parameters removed, choices made numeric, unordered choices with more than two values
@@ -44,10 +44,9 @@ def encoded_dimension(search_space: SearchSpace) -> int:
 def is_fully_discrete(search_space: SearchSpace) -> bool:
     """Whether every encoded input is discrete (integers, ordered or two-valued choices).
 
-    One-hot columns of unordered choices are continuous inputs to Ax's optimisers.
-
     Ax then optimises the acquisition with a discrete optimiser (enumeration or local
     search), which rejects BoTorch's ``options`` (``maxiter``, ``batch_limit``, ...).
+    One-hot columns of unordered choices count as continuous, as in Ax.
     """
     encoded = _encode(search_space)
     names = list(encoded.parameters)

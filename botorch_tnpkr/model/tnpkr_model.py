@@ -123,6 +123,7 @@ class TNPKRModel(Model, FantasizeMixin):
         checkpoint: CheckpointLike = AUTO,
         linear_above: int | None = DEFAULT_LINEAR_ABOVE,
         scan_above: int | None = DEFAULT_SCAN_ABOVE,
+        encode_dtype: torch.dtype | None = torch.float32,
     ) -> None:
         r"""
         Args:
@@ -144,6 +145,11 @@ class TNPKRModel(Model, FantasizeMixin):
             scan_above: Exact-attention networks encode and predict in ``scan`` mode (same
                 function, tiled, bounded memory) above this many points. ``None`` keeps the
                 network's mode.
+            encode_dtype: Dtype in which the history is encoded (the O(n^2) or O(n) part,
+                once per model); ``None`` for the data's dtype. The default, float32, is the
+                dtype the network was trained in and makes encoding 2-3x faster than float64;
+                the cache is then cast to the data's dtype, so that posteriors (the hot path
+                of acquisition optimisation) run in the data's dtype with smooth gradients.
 
         Raises:
             BotorchTensorDimensionError: Inconsistent shapes.
@@ -188,6 +194,7 @@ class TNPKRModel(Model, FantasizeMixin):
             train_Yvar=train_Yvar,
             input_transform=input_transform,
             outcome_transform=outcome_transform,
+            encode_dtype=encode_dtype,
         )
 
     def _setup(
@@ -199,8 +206,10 @@ class TNPKRModel(Model, FantasizeMixin):
         train_Yvar: Tensor | None,
         input_transform: InputTransform | None,
         outcome_transform: OutcomeTransform | None,
+        encode_dtype: torch.dtype | None,
     ) -> None:
         """Register modules and the history, then encode it (shared by derived models)."""
+        self._encode_dtype = encode_dtype
         self._cache = None
         self._mean_noise = None
         self.network = network
@@ -254,8 +263,15 @@ class TNPKRModel(Model, FantasizeMixin):
         """Encode the history once; differentiable in it (fantasies carry gradients)."""
         X_tf, Y_tf, Yvar_tf = self._transformed_history()
         xc, yc, yvar = contexts(X_tf, Y_tf, Yvar_tf)
+        dtype = xc.dtype
+        encoder = self.network
+        if self._encode_dtype is not None and self._encode_dtype != dtype:
+            # A frozen copy of a 0.6 MB network: negligible next to the encoding itself.
+            encoder = copy.deepcopy(self.network).to(self._encode_dtype)
+            xc, yc = xc.to(self._encode_dtype), yc.to(self._encode_dtype)
+            yvar = None if yvar is None else yvar.to(self._encode_dtype)
         with network_errors():
-            self._cache = self.network.encode(xc, yc, yvar=yvar)
+            self._cache = encoder.encode(xc, yc, yvar=yvar).to(dtype)
         self._mean_noise = None if Yvar_tf is None else Yvar_tf.mean(dim=-2, keepdim=True)
         return self._cache
 
@@ -420,6 +436,7 @@ class TNPKRModel(Model, FantasizeMixin):
             train_Yvar=train_Yvar,
             input_transform=copy.deepcopy(getattr(self, "input_transform", None)),
             outcome_transform=outcome_transform,
+            encode_dtype=self._encode_dtype,
         )
         return new
 

@@ -60,6 +60,27 @@ class ContextCache:
     def batch_size(self) -> int:
         return self.y_loc.shape[0]
 
+    def to(self, dtype: torch.dtype) -> ContextCache:
+        """The same cache with its floating tensors in ``dtype`` (differentiable casts).
+
+        Lets a context be encoded in a cheaper dtype than the one predictions run in.
+        """
+
+        def cast(value: Any) -> Any:
+            if isinstance(value, Tensor):
+                return value.to(dtype) if value.is_floating_point() else value
+            if isinstance(value, (tuple, list)):
+                return type(value)(cast(v) for v in value)
+            return value
+
+        return ContextCache(
+            memories=[cast(m) for m in self.memories],
+            dim=self.dim,
+            y_loc=cast(self.y_loc),
+            y_scale=cast(self.y_scale),
+            num_context=cast(self.num_context),
+        )
+
 
 @dataclass
 class Prediction:

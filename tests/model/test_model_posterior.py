@@ -72,7 +72,7 @@ def test_posterior_matches_the_network_in_original_units(exact_path):
     """Standardize in, network, Standardize out: the model adds nothing else."""
     train_X, train_Y = make_data(n=11, d=2)
     train_Y = 5.0 + 3.0 * train_Y
-    model = TNPKRModel(train_X, train_Y, checkpoint=exact_path)
+    model = TNPKRModel(train_X, train_Y, checkpoint=exact_path, encode_dtype=None)
     network = tiny_network("softmax").double()
     tf = Standardize(m=1)
     Y_tf, _ = tf(train_Y)
@@ -266,3 +266,19 @@ def test_contexts_layout_orders_batch_then_output():
     assert xc.shape == (6, 4, 2) and yc.shape == (6, 4) and yvar.shape == (6, 4)
     torch.testing.assert_close(yc[4], Y[1, :, 1])
     torch.testing.assert_close(xc[4], X[1])
+
+
+def test_float32_encoding_matches_float64_and_keeps_the_data_dtype(exact_path):
+    train_X, train_Y = make_data(n=20, d=3)
+    fast = TNPKRModel(train_X, train_Y, checkpoint=exact_path)
+    exact = TNPKRModel(train_X, train_Y, checkpoint=exact_path, encode_dtype=None)
+    assert next(fast.network.parameters()).dtype == torch.float64
+    assert fast._context().y_loc.dtype == torch.float64
+    X = _X((4, 2), 3, torch.float64).requires_grad_(True)
+    a, b = fast.posterior(X), exact.posterior(X)
+    assert a.mean.dtype == torch.float64
+    torch.testing.assert_close(a.mean, b.mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.variance, b.variance, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(a.mean, b.mean)  # the encodings really differ in dtype
+    (grad,) = torch.autograd.grad(a.mean.sum(), X)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -42,8 +42,10 @@ def test_posteriors_are_finite_positive_and_order_invariant(case) -> None:
     assert (latent.variance <= post.variance * (1 + 1e-9)).all()
     perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))
     permuted = TNPKRModel(X[perm], Y[perm], checkpoint=NETWORKS[attention]).posterior(Xt)
-    torch.testing.assert_close(permuted.mean, latent.mean, rtol=1e-7, atol=1e-7 * Y.abs().max())
-    torch.testing.assert_close(permuted.variance, latent.variance, rtol=1e-6, atol=0.0)
+    # The network computes in float32: order changes the summation order, within its precision.
+    scale = float(Y.std()) if Y.shape[0] > 1 else 1.0
+    torch.testing.assert_close(permuted.mean, latent.mean, rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(permuted.variance, latent.variance, rtol=1e-4, atol=0.0)
 
 
 def test_identical_inputs_give_identical_posteriors() -> None:

@@ -584,6 +584,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 ]
                 ax_m.plot(xs, ys, color=colors[backend], linestyle=":", marker="o", mfc="none")
             for r in rows:
+                if "would need" in r.get("note", ""):
+                    need = dense_bias_bytes(r["nc"], r["nt"], report["config"]["num_heads"])
+                    ax_m.plot(r["nc"], need / MIB, "x", color=colors[backend], ms=9)
                 if "partial_peak_mem_bytes" in r:
                     ax_m.plot(
                         r["nc"], r["partial_peak_mem_bytes"] / MIB, "^", color=colors[backend]
@@ -591,7 +594,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax_t.set(xscale="log", yscale="log", xlabel="context points nC", ylabel="forward time (s)")
     ax_m.set(xscale="log", yscale="log", xlabel="context points nC", ylabel="peak memory (MiB)")
     ax_t.set_title(f"TNP-KR forward, {report['device_name']}")
-    ax_m.set_title("peak memory increase (hollow: extrapolated; ^: lower bound)")
+    ax_m.axhline(4 * GIB / MIB, color="gray", linestyle="--", linewidth=1)
+    ax_m.set_title(
+        "peak memory (hollow: extrapolated, ^: lower bound,\n"
+        "x: softmax dense bias alone; dashed: 4 GiB)",
+        fontsize=10,
+    )
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.3)
     ax_t.legend(fontsize=7, ncol=2)
@@ -639,6 +647,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="JSON",
         help="re-evaluate targets, redraw the plot and print the table of an earlier run",
     )
+    parser.add_argument("--tag", default="", help="suffix of the output file names")
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--small-warmup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--single-cached", action="store_true", help=argparse.SUPPRESS)
@@ -699,6 +708,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        # A fixed glibc mmap threshold returns freed tensors to the OS at once, so that the
+        # CPU resident set tracks live memory instead of what the allocator keeps cached.
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "bf16_autocast": device.type == "cuda",
         "config": TNPKRConfig().to_dict(),
         "batch": BATCH,
@@ -709,7 +721,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     report["targets"] = evaluate_targets(report)
     report["wall_s"] = time.time() - started
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"attention_scaling_{device.type}{'_quick' if args.quick else ''}"
+    tag = args.tag or ("quick" if args.quick else "")
+    stem = f"attention_scaling_{device.type}{'_' + tag if tag else ''}"
     (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(report, args.out_dir / f"{stem}.png")
     print(markdown(report))

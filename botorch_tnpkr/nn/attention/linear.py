@@ -71,7 +71,8 @@ class DeepKernelAttention(AttentionBackend):
         stab = (
             log_fk.masked_fill(~keep, -1e4).amax(dim=(-2, -1), keepdim=True).detach() if n else 0.0
         )
-        fk = torch.exp(log_fk - stab) * keep.to(log_fk.dtype)
+        # Fill before exp: with no valid key, exp(log_fk + 1e4) * 0 would be NaN (also in grads).
+        fk = torch.exp((log_fk - stab).masked_fill(~keep, float("-inf")))
         v = self.v_proj(tokens).view(b, n, self.num_heads, self.dim_head).transpose(1, 2)
         return torch.matmul(fk.transpose(-1, -2), v), fk.sum(dim=-2)
 

@@ -26,7 +26,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks._measure import device_name, proc_status_kib  # noqa: E402
 from botorch_tnpkr.nn import ATTENTION_BACKENDS, TNPKR, TNPKRConfig  # noqa: E402
 
 GIB = 2**30
@@ -53,17 +53,6 @@ SMALL_WARMUP = 256  # context and test size of the warm-up call when a full-size
 
 
 # ----------------------------------------------------------------------------- memory
-def _proc_status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _rss_reader() -> Callable[[], int]:
     """A function returning the current resident set size in bytes (psutil if installed)."""
     try:
@@ -72,7 +61,7 @@ def _rss_reader() -> Callable[[], int]:
         process = psutil.Process()
         return lambda: process.memory_info().rss
     except ImportError:
-        return lambda: (_proc_status_kib("VmRSS") or 0) * 1024
+        return lambda: (proc_status_kib("VmRSS") or 0) * 1024
 
 
 def _reset_high_water_mark() -> bool:
@@ -82,7 +71,7 @@ def _reset_high_water_mark() -> bool:
             handle.write("5")
     except OSError:
         return False
-    return _proc_status_kib("VmHWM") is not None
+    return proc_status_kib("VmHWM") is not None
 
 
 class PeakMemory:
@@ -111,7 +100,7 @@ class PeakMemory:
         return max(self._peak, self._hwm_bytes()) - self.baseline
 
     def _hwm_bytes(self) -> int:
-        return (_proc_status_kib("VmHWM") or 0) * 1024 if self._hwm else 0
+        return (proc_status_kib("VmHWM") or 0) * 1024 if self._hwm else 0
 
     def _sample(self) -> None:
         while not self._stop.is_set():
@@ -702,9 +691,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     started = time.time()
     report: dict[str, Any] = {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

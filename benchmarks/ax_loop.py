@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from benchmarks._measure import machine_facts  # noqa: E402
 
 STRATEGIES = ("tnpkr", "default")
 LABELS = {"tnpkr": "TNP-KR strategy", "default": "Ax default (GP)"}
@@ -465,13 +466,7 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
 
     device = torch.device(args.device)
     return {
-        "device": device.type,
-        "device_name": (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        ),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **machine_facts(device),
         "botorch": botorch.__version__,
         "ax": ax.__version__,
         "checkpoint": str(args.checkpoint),

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -39,6 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks._measure import machine_facts, proc_status_kib  # noqa: E402
+
 FULL_SIZES = [100, 300, 1_000, 3_000, 10_000, 30_000, 100_000]
 QUICK_SIZES = [50, 200]
 METHODS = ("tnpkr", "gp")
@@ -46,17 +47,6 @@ LABELS = {"tnpkr": "TNPKRModel", "gp": "SingleTaskGP"}
 
 
 # ----------------------------------------------------------------------------- memory
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 class PeakMemory:
     """Peak memory above the level at entry: CUDA allocator, else resident set size."""
 
@@ -70,7 +60,7 @@ class PeakMemory:
 
     @staticmethod
     def _rss() -> int:
-        return (_status_kib("VmRSS") or 0) * 1024
+        return (proc_status_kib("VmRSS") or 0) * 1024
 
     def _sample(self) -> None:
         while not self._stop.wait(0.005):
@@ -86,7 +76,7 @@ class PeakMemory:
         try:  # reset the kernel's high-water mark (VmHWM) of this process
             with open("/proc/self/clear_refs", "w") as handle:
                 handle.write("5")
-            self._hwm = _status_kib("VmHWM") is not None
+            self._hwm = proc_status_kib("VmHWM") is not None
         except OSError:
             self._hwm = False
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -103,7 +93,7 @@ class PeakMemory:
             self._thread.join()
         self.peak = max(self.peak, self._rss())
         if self._hwm:
-            self.peak = max(self.peak, (_status_kib("VmHWM") or 0) * 1024)
+            self.peak = max(self.peak, (proc_status_kib("VmHWM") or 0) * 1024)
 
     @property
     def increase(self) -> int:
@@ -365,13 +355,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     name = f"bo_step_scaling_{device.type}" + ("_quick" if args.quick else "")
     report = {
         "benchmark": "bo_step_scaling",
-        "device": device.type,
-        "device_name": (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        ),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **machine_facts(device),
         "checkpoint": str(args.checkpoint),
         "dim": args.dim,
         "num_restarts": args.num_restarts,

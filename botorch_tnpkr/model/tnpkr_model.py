@@ -67,6 +67,7 @@ from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNorm
 from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
+from botorch_tnpkr.model.dedupe import distinct_rows, predict_distinct
 from botorch_tnpkr.model.layout import QueryLayout, contexts
 from botorch_tnpkr.model.network import (
     AUTO,
@@ -307,13 +308,16 @@ class TNPKRModel(Model, FantasizeMixin):
         *x_batch, q, _ = X_tf.shape
         out_batch = broadcast_batch("X", torch.Size(x_batch), self.batch_shape)
         layout = QueryLayout.build(out_batch, self.batch_shape, q, self.num_outputs)
-        with network_errors():
-            prediction = self.network.predict(cache, layout.fold(X_tf))
-        return (
-            layout.unfold(prediction.mean),
-            layout.unfold(prediction.fvar),
-            layout.unfold(prediction.noise_var),
-        )
+        xt = layout.fold(X_tf)
+
+        def predict(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            with network_errors():
+                prediction = self.network.predict(cache, x)
+            return prediction.mean, prediction.fvar, prediction.noise_var
+
+        rows = distinct_rows(xt)
+        outputs = predict(xt) if rows is None else predict_distinct(predict, xt, rows)
+        return tuple(layout.unfold(z) for z in outputs)
 
     def _noise_tensor(self, noise: Tensor, shape: torch.Size) -> Tensor:
         """A user's noise tensor broadcast to `batch x q x m` (transformed units)."""

@@ -9,7 +9,7 @@ calls are timed, each trial completed before the next call. Both use Ax's defaul
 acquisition (qLogNEI) and, unless ``--num-restarts`` / ``--raw-samples`` / ``--maxiter`` are
 given, Ax's default optimiser budgets. A strategy whose call would exceed ``--cap-s`` (600 s)
 is skipped at that size and above, recorded as ``skipped``: estimated from the two largest
-sizes measured (a fitted power of n, clipped to [1, 3]), or found when a call in a fresh
+sizes measured (a fitted power of n, clipped to [1, 3]; never from a single size), or found when a call in a fresh
 subprocess is killed at the cap.
 
 Regret (``--regret``): the best Hartmann-6 value found within ``--trials`` (30) trials, for
@@ -236,11 +236,11 @@ def estimate_seconds(records: Sequence[dict[str, Any]], strategy: str, n: int) -
         (r for r in records if r["strategy"] == strategy and r["status"] == "ok"),
         key=lambda r: r["n"],
     )
-    if not ok:
-        return None
+    if len(ok) < 2:
+        return None  # one size says nothing about growth: measure (the cap still applies)
     last = ok[-1]
     power = 3.0
-    if len(ok) >= 2 and last["n"] > ok[-2]["n"]:
+    if last["n"] > ok[-2]["n"]:
         ratio = last["seconds_per_call"] / max(ok[-2]["seconds_per_call"], 1e-9)
         power = math.log(max(ratio, 1e-9)) / math.log(last["n"] / ok[-2]["n"])
         power = min(max(power, 1.0), 3.0)

@@ -1,0 +1,495 @@
+"""BO regret on BoTorch's synthetic functions: TNPKRModel vs SingleTaskGP vs Sobol.
+
+The suite: Branin, Hartmann-6, Ackley-4, Levy-5, Rosenbrock-4, StyblinskiTang-3,
+Michalewicz-5, each noiseless and noisy (see ``benchmarks/_bo.py`` for the noise levels),
+with 2d+2 Sobol points then ``--iterations`` (50) BO iterations of q=1 LogEI or q=4 qLogNEI,
+over ``--seeds`` (0-9). Both models use the same acquisition with the same ``optimize_acqf``
+budgets (``--num-restarts`` 4, ``--raw-samples`` 128); TNPKRModel uses ``--checkpoint``
+("auto": the exact-attention network at these history sizes).
+
+The full suite is far more than one session on a small machine, so the runner is resumable:
+
+* every finished run (function, noise, acquisition, method, seed) is appended as one JSON line
+  to ``--results`` (``benchmarks/results/bo_regret.jsonl``); a run that is already there
+  (same budgets, for TNP-KR the same checkpoint file, at least as many iterations) is skipped;
+* ``--budget-minutes`` stops before starting a run once that much time has passed; a killed
+  runner loses only the run in progress;
+* runs are ordered seed by seed across functions and methods, so a partial suite has the same
+  seeds in every cell.
+
+``--report`` aggregates whatever the JSONL holds into ``bo_regret_summary.json``, one PNG of
+regret curves (median and quartiles over seeds) per acquisition and noise variant, and a
+markdown table (``bo_regret.md``: mean log10 simple regret per function and method at equal
+evaluations over the seeds all methods share, and model seconds), stating the seeds and
+iterations of every cell.
+
+Usage:
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bo_regret.py --acq logei --noise noiseless \\
+        --budget-minutes 120                       # continue the q=1 LogEI noiseless suite
+    python benchmarks/bo_regret.py --report        # tables and plots of what has run
+    python benchmarks/bo_regret.py --smoke --out-dir /tmp/bo   # seconds: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks._bo import (  # noqa: E402
+    ACQ_LABELS,
+    ACQUISITIONS,
+    FUNCTIONS,
+    LABELS,
+    METHODS,
+    NOISE_VARIANTS,
+    Problem,
+    StepOptions,
+    log10_regret,
+    run_bo,
+)
+from benchmarks._measure import machine_facts  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_JSONL = RESULTS / "bo_regret.jsonl"
+TARGET_MARGIN = 0.1  # TNP-KR's mean log10 regret may exceed the GP's by this much
+
+
+# ----------------------------------------------------------------------------- records
+def checkpoint_sha(checkpoint: str) -> str:
+    """sha256 of the file TNPKRModel loads for a BO-suite history (``auto``: the exact one)."""
+    from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, resolve_checkpoint
+    from botorch_tnpkr.checkpoints.registry import file_sha256
+
+    name = DEFAULT_CHECKPOINT if checkpoint == "auto" else checkpoint
+    path, sha = resolve_checkpoint(name)
+    return sha or file_sha256(path)
+
+
+def run_key(record: dict[str, Any]) -> tuple:
+    """What makes two runs the same run (iterations aside)."""
+    sha = record.get("checkpoint_sha256") if record["method"] == "tnpkr" else None
+    return (
+        record["function"],
+        record["noise"],
+        record["acq"],
+        record["method"],
+        record["seed"],
+        record["num_restarts"],
+        record["raw_samples"],
+        record["n_init"],
+        sha,
+    )
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """Every complete JSON line of the results file (a line cut short by a kill is skipped)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line with a single ``write`` (O_APPEND), then fsync."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def planned_runs(args: argparse.Namespace) -> Iterable[tuple[str, str, str, int, str]]:
+    """(acq, noise, function, seed, method), seed by seed so partial suites stay balanced."""
+    for acq in args.acq:
+        for noise in args.noise:
+            for seed in args.seeds:
+                for function in args.functions:
+                    for method in args.methods:
+                        yield acq, noise, function, seed, method
+
+
+# ----------------------------------------------------------------------------- running
+def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
+    options = StepOptions(
+        num_restarts=args.num_restarts, raw_samples=args.raw_samples, checkpoint=args.checkpoint
+    )
+    sha = checkpoint_sha(args.checkpoint)
+    done = {}
+    for record in load_records(args.results):
+        key = run_key(record)
+        done[key] = max(done.get(key, 0), record["iterations"])
+    facts = machine_facts(torch.device("cpu"))
+    started = time.monotonic()
+    new: list[dict[str, Any]] = []
+    skipped = 0
+    for acq, noise, function, seed, method in planned_runs(args):
+        problem = Problem(function, noisy=noise == "noisy")
+        probe = {
+            "function": function,
+            "noise": noise,
+            "acq": acq,
+            "method": method,
+            "seed": seed,
+            "num_restarts": args.num_restarts,
+            "raw_samples": args.raw_samples,
+            "n_init": 2 * problem.dim + 2,
+            "checkpoint_sha256": sha,
+        }
+        if done.get(run_key(probe), -1) >= args.iterations:
+            skipped += 1
+            continue
+        elapsed_min = (time.monotonic() - started) / 60
+        if args.budget_minutes is not None and elapsed_min >= args.budget_minutes:
+            print(f"budget of {args.budget_minutes} min spent: stopping", file=sys.stderr)
+            break
+        record = run_bo(problem, method, acq, seed, args.iterations, options)
+        if method == "tnpkr":
+            record["checkpoint_sha256"] = sha
+        record.update(machine=facts, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        append_record(args.results, record)
+        new.append(record)
+        print(
+            f"{acq:8s} {noise:9s} {function:16s} {method:6s} seed {seed:2d}: "
+            f"log10 regret {log10_regret(record['regret'][-1]):7.3f}  "
+            f"model {record['model_s']:7.1f} s  wall {record['wall_s']:7.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(f"{len(new)} runs done, {skipped} already there", file=sys.stderr)
+    return new
+
+
+# ----------------------------------------------------------------------------- report
+def _quantiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def select_records(records: list[dict[str, Any]], sha: str | None) -> list[dict[str, Any]]:
+    """One record per run (the longest), TNP-KR runs only of the checkpoint ``sha`` if given."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for record in records:
+        if sha and record["method"] == "tnpkr" and record.get("checkpoint_sha256") != sha:
+            continue
+        key = run_key(record)
+        if key not in best or record["iterations"] > best[key]["iterations"]:
+            best[key] = record
+    return list(best.values())
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cells per (acq, noise, function, method), comparisons and suite means per (acq, noise)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[(record["acq"], record["noise"], record["function"], record["method"])].append(
+            record
+        )
+    cells = []
+    for (acq, noise, function, method), runs in sorted(groups.items()):
+        iters = min(r["iterations"] for r in runs)
+        curves = [[log10_regret(v) for v in r["regret"][: iters + 1]] for r in runs]
+        q = ACQUISITIONS[acq]
+        quarts = [_quantiles([c[i] for c in curves]) for i in range(iters + 1)]
+        cells.append(
+            {
+                "acq": acq,
+                "noise": noise,
+                "function": function,
+                "method": method,
+                "seeds": sorted(r["seed"] for r in runs),
+                "iterations": iters,
+                "evaluations": [runs[0]["n_init"] + q * i for i in range(iters + 1)],
+                "log10_regret_q25": [x[0] for x in quarts],
+                "log10_regret_median": [x[1] for x in quarts],
+                "log10_regret_q75": [x[2] for x in quarts],
+                "mean_model_s_per_run": statistics.fmean(r["model_s"] for r in runs),
+                "mean_build_s_per_step": statistics.fmean(
+                    s for r in runs for s in r["build_s"][:iters]
+                )
+                if iters
+                else 0.0,
+                "mean_acq_s_per_step": statistics.fmean(s for r in runs for s in r["acq_s"][:iters])
+                if iters
+                else 0.0,
+            }
+        )
+    comparisons = []
+    by_problem: dict[tuple, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+    for (acq, noise, function, method), runs in groups.items():
+        by_problem[(acq, noise, function)][method] = runs
+    for (acq, noise, function), methods in sorted(by_problem.items()):
+        seeds = set.intersection(*({r["seed"] for r in runs} for runs in methods.values()))
+        iters = min(r["iterations"] for runs in methods.values() for r in runs)
+        row: dict[str, Any] = {
+            "acq": acq,
+            "noise": noise,
+            "function": function,
+            "seeds": len(seeds),
+            "iterations": iters,
+            "evaluations": None,
+            "mean_log10_regret": {},
+            "model_s": {},
+        }
+        for method, runs in methods.items():
+            paired = [r for r in runs if r["seed"] in seeds]
+            if not paired:
+                continue
+            row["evaluations"] = paired[0]["n_init"] + ACQUISITIONS[acq] * iters
+            row["mean_log10_regret"][method] = statistics.fmean(
+                log10_regret(r["regret"][iters]) for r in paired
+            )
+            row["model_s"][method] = sum(
+                sum(r["build_s"][:iters]) + sum(r["acq_s"][:iters]) for r in paired
+            )
+        comparisons.append(row)
+    suite = []
+    for acq in ACQUISITIONS:
+        for noise in NOISE_VARIANTS:
+            rows = [
+                c
+                for c in comparisons
+                if c["acq"] == acq
+                and c["noise"] == noise
+                and c["seeds"] > 0
+                and {"tnpkr", "gp"} <= set(c["mean_log10_regret"])
+            ]
+            if not rows:
+                continue
+            mean = {
+                m: statistics.fmean(c["mean_log10_regret"][m] for c in rows)
+                for m in METHODS
+                if all(m in c["mean_log10_regret"] for c in rows)
+            }
+            model_s = {m: sum(c["model_s"].get(m, 0.0) for c in rows) for m in ("tnpkr", "gp")}
+            delta = mean["tnpkr"] - mean["gp"]
+            regret_ok = delta <= TARGET_MARGIN
+            time_ok = model_s["tnpkr"] < model_s["gp"]
+            suite.append(
+                {
+                    "acq": acq,
+                    "noise": noise,
+                    "functions": [c["function"] for c in rows],
+                    "seeds": [c["seeds"] for c in rows],
+                    "iterations": [c["iterations"] for c in rows],
+                    "mean_log10_regret": mean,
+                    "delta_tnpkr_minus_gp": delta,
+                    "model_s": model_s,
+                    "target_regret": "met" if regret_ok else "NOT met",
+                    "target_model_time": "met" if time_ok else "NOT met",
+                    "complete": len(rows) == len(FUNCTIONS),
+                }
+            )
+    return {"cells": cells, "comparisons": comparisons, "suite": suite}
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _secs(value: float | None) -> str:
+    return _fmt(value, ".0f" if value is not None and value >= 100 else ".1f")
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for acq in ACQUISITIONS:
+        for noise in NOISE_VARIANTS:
+            rows = [c for c in summary["comparisons"] if c["acq"] == acq and c["noise"] == noise]
+            if not rows:
+                continue
+            lines += [
+                f"**{ACQ_LABELS[acq]}, {noise}**: mean log10 simple regret at equal evaluations "
+                "over the seeds all methods share (lower is better); model seconds summed "
+                "over those runs",
+                "",
+                "| function | seeds | iterations | evaluations | TNPKRModel | SingleTaskGP | "
+                "Sobol | TNP-KR - GP | TNP-KR model s | GP model s |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for c in rows:
+                r = c["mean_log10_regret"]
+                delta = r["tnpkr"] - r["gp"] if {"tnpkr", "gp"} <= set(r) else None
+                lines.append(
+                    f"| {c['function']} | {c['seeds']} | {c['iterations']} | "
+                    f"{c['evaluations'] or '-'} | {_fmt(r.get('tnpkr'))} | {_fmt(r.get('gp'))} | "
+                    f"{_fmt(r.get('sobol'))} | {_fmt(delta, '+.2f')} | "
+                    f"{_secs(c['model_s'].get('tnpkr'))} | {_secs(c['model_s'].get('gp'))} |"
+                )
+            for s in summary["suite"]:
+                if s["acq"] != acq or s["noise"] != noise:
+                    continue
+                m = s["mean_log10_regret"]
+                lines.append(
+                    f"| **mean over {len(s['functions'])} functions** | | | | "
+                    f"**{_fmt(m.get('tnpkr'))}** | **{_fmt(m.get('gp'))}** | "
+                    f"**{_fmt(m.get('sobol'))}** | **{_fmt(s['delta_tnpkr_minus_gp'], '+.2f')}** | "
+                    f"**{_secs(s['model_s']['tnpkr'])}** | **{_secs(s['model_s']['gp'])}** |"
+                )
+                lines += [
+                    "",
+                    f"Target (TNP-KR - GP <= +{TARGET_MARGIN}): {s['target_regret']}; "
+                    f"less total model time than the GP: {s['target_model_time']}"
+                    + ("" if s["complete"] else " (partial suite)"),
+                ]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], acq: str, noise: str, path: Path) -> bool:
+    """Median and quartiles of the simple regret against evaluations, one panel per function."""
+    cells = [c for c in summary["cells"] if c["acq"] == acq and c["noise"] == noise]
+    if not cells:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    functions = [f for f in FUNCTIONS if any(c["function"] == f for c in cells)]
+    cols = min(4, len(functions))
+    rows = math.ceil(len(functions) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    colors = {"tnpkr": "C0", "gp": "C1", "sobol": "C7"}
+    for ax, function in zip(axes.flat, functions, strict=False):
+        for method in METHODS:
+            cell = next(
+                (c for c in cells if c["function"] == function and c["method"] == method), None
+            )
+            if cell is None:
+                continue
+            x = cell["evaluations"]
+            median = [10**v for v in cell["log10_regret_median"]]
+            low = [10**v for v in cell["log10_regret_q25"]]
+            high = [10**v for v in cell["log10_regret_q75"]]
+            label = f"{LABELS[method]} ({len(cell['seeds'])})"
+            ax.plot(x, median, color=colors[method], label=label)
+            ax.fill_between(x, low, high, color=colors[method], alpha=0.2, linewidth=0)
+        ax.set(yscale="log", title=function, xlabel="evaluations")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(functions) :]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("simple regret")
+    fig.suptitle(f"{ACQ_LABELS[acq]}, {noise}: median and quartiles over seeds (seeds in brackets)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def report(args: argparse.Namespace) -> dict[str, Any]:
+    sha = None if args.all_checkpoints else checkpoint_sha(args.checkpoint)
+    records = load_records(args.results)
+    selected = select_records(records, sha)
+    summary = aggregate(selected)
+    summary.update(
+        benchmark="bo_regret",
+        results_file=str(args.results),
+        records=len(records),
+        runs_used=len(selected),
+        checkpoint=args.checkpoint,
+        checkpoint_sha256=sha,
+        machines=sorted(
+            {json.dumps(r.get("machine", {}), sort_keys=True) for r in selected}, key=len
+        ),
+    )
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    stem = args.results.stem
+    plots = []
+    for acq in ACQUISITIONS:
+        for noise in NOISE_VARIANTS:
+            path = out / f"{stem}_{acq}_{noise}.png"
+            if plot(summary, acq, noise, path):
+                plots.append(str(path))
+    summary["plots"] = plots
+    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = markdown(summary)
+    (out / f"{stem}.md").write_text(table + "\n")
+    print(table)
+    return summary
+
+
+# ----------------------------------------------------------------------------- CLI
+def _seeds(text: str) -> list[int]:
+    """``0-9`` or ``0,3,5`` or ``0-4,7``."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return seeds
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--functions", nargs="+", choices=list(FUNCTIONS), default=None)
+    parser.add_argument("--seeds", type=_seeds, default=None, help="e.g. 0-9 (default)")
+    parser.add_argument("--iterations", type=int, default=None, help="default 50")
+    parser.add_argument("--acq", nargs="+", choices=list(ACQUISITIONS), default=None)
+    parser.add_argument("--noise", nargs="+", choices=NOISE_VARIANTS, default=None)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--num-restarts", type=int, default=None, help="default 4")
+    parser.add_argument("--raw-samples", type=int, default=None, help="default 128")
+    parser.add_argument("--checkpoint", default="auto")
+    parser.add_argument("--budget-minutes", type=float, default=None)
+    parser.add_argument("--results", type=Path, default=None, help="the JSONL of runs")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="summary, table, plots")
+    parser.add_argument("--report", action="store_true", help="aggregate, plot, print; no runs")
+    parser.add_argument(
+        "--all-checkpoints",
+        action="store_true",
+        help="report TNP-KR runs of every checkpoint file, not only the current one",
+    )
+    parser.add_argument("--smoke", action="store_true", help="Branin, 1 seed, 2 iterations")
+    args = parser.parse_args(argv)
+    smoke = args.smoke
+    defaults = {
+        "functions": ["branin"] if smoke else list(FUNCTIONS),
+        "seeds": [0] if smoke else list(range(10)),
+        "iterations": 2 if smoke else 50,
+        "acq": ["logei"] if smoke else list(ACQUISITIONS),
+        "noise": ["noiseless"] if smoke else list(NOISE_VARIANTS),
+        "num_restarts": 2 if smoke else 4,
+        "raw_samples": 16 if smoke else 128,
+        "results": (args.out_dir / "bo_regret_smoke.jsonl") if smoke else DEFAULT_JSONL,
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if not args.report:
+        run_suite(args)
+    return report(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,17 +6,24 @@ log-likelihood per noisy target point of the network, of the exact GP with the t
 hyperparameters (the oracle) and of BoTorch's SingleTaskGP fitted by marginal likelihood, plus
 the coverage of the network's central 50% and 90% intervals. It also checks that the network
 does not collapse beyond its training context size (gap at 4x the largest trained context).
+
+Kernels registered with ``botorch_tnpkr.priors.register_kernel`` are evaluated like built-in
+ones (``evaluate_cell(model, "periodic", ...)``, or ``main(["--kernels", "periodic", ...])``
+in the process that registered them); ``evaluate_cell(..., prior=...)`` scores on a prior of
+your own (for example the one a network was trained on) instead of the broad one.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import sys
 import time
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,13 @@ from torch import Tensor
 from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 from botorch_tnpkr.errors import TNPKRError
 from botorch_tnpkr.nn import TNPKR, read_metadata
-from botorch_tnpkr.priors import KERNELS, PriorConfig, gaussian_logpdf, sample_tasks
+from botorch_tnpkr.priors import (
+    KERNELS,
+    PriorConfig,
+    gaussian_logpdf,
+    kernel_names,
+    sample_tasks,
+)
 from botorch_tnpkr.priors.sampler import TaskBatch
 
 EVAL_SEED = 7_777
@@ -36,10 +49,12 @@ Z50, Z90 = 0.6744897501960817, 1.6448536269514722
 
 
 def evaluation_prior(max_dim: int, kernel: str) -> PriorConfig:
-    """A prior broader than the training prior, with one kernel."""
-    weights = tuple(1.0 if k == kernel else 0.0 for k in KERNELS)
+    """A prior broader than the training prior, with one kernel (built in or registered)."""
+    names = KERNELS if kernel in KERNELS else (kernel,)
+    weights = tuple(1.0 if k == kernel else 0.0 for k in names)
     return PriorConfig(
         max_dim=max_dim,
+        kernels=names,
         kernel_weights=weights,
         lengthscale_range=(0.05, 1.5),
         ard_spread=0.5,
@@ -135,6 +150,13 @@ def _gp_loglik(batch: TaskBatch) -> float:
     return total / batch.xc.shape[0]
 
 
+def _kernel_seed(kernel: str) -> int:
+    """A per-kernel seed offset that does not depend on the order of registration."""
+    if kernel in KERNELS:
+        return KERNELS.index(kernel)
+    return len(KERNELS) + zlib.crc32(kernel.encode()) % 10_000
+
+
 def evaluate_cell(
     model: TNPKR,
     kernel: str,
@@ -144,11 +166,29 @@ def evaluate_cell(
     targets: int,
     with_gp: bool,
     seed: int,
+    prior: PriorConfig | None = None,
 ) -> CellResult:
-    """Score one (kernel, d, n) cell on ``tasks`` fresh tasks."""
+    """Score one (kernel, d, n) cell on ``tasks`` fresh tasks.
+
+    Args:
+        model: The network.
+        kernel: A built-in kernel or one registered with ``register_kernel``.
+        dim: Input dimension ``d``.
+        n: Context size.
+        tasks: Tasks in the cell.
+        targets: Target points per task.
+        with_gp: Also score a ``SingleTaskGP`` fitted to each task.
+        seed: Seed of the evaluation (the cell's tasks depend on it, the kernel, d and n).
+        prior: The task distribution; default ``evaluation_prior(model.config.max_dim,
+            kernel)`` (broader than the training prior). When given, only its kernels are
+            replaced by ``kernel``.
+    """
     start = time.monotonic()
-    prior = evaluation_prior(model.config.max_dim, kernel)
-    cell_seed = seed * 1_000_003 + KERNELS.index(kernel) * 10_007 + dim * 101 + n
+    if prior is None:
+        prior = evaluation_prior(model.config.max_dim, kernel)
+    else:
+        prior = dataclasses.replace(prior, kernels=(kernel,), kernel_weights=(1.0,))
+    cell_seed = seed * 1_000_003 + _kernel_seed(kernel) * 10_007 + dim * 101 + n
     gen = torch.Generator().manual_seed(cell_seed)
     batch = sample_tasks(
         prior,
@@ -206,8 +246,20 @@ def _trained_context(path_or_name: str) -> int | None:
     from botorch_tnpkr.train.presets import PRESETS
 
     path, _ = resolve_checkpoint(path_or_name)
-    preset = read_metadata(path)["extra"].get("preset")
+    extra = read_metadata(path)["extra"]
+    preset = extra.get("preset") if isinstance(extra, dict) else None
     return PRESETS[preset].prior.max_context if preset in PRESETS else None
+
+
+def _positive_ints(flag: str, text: str) -> list[int]:
+    """A comma-separated list of positive integers, or a ``TNPKRError`` naming the flag."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise TNPKRError(f"{flag} must be comma-separated positive integers, got {text!r}.")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,16 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
+        if args.threads is not None and args.threads < 1:
+            raise TNPKRError(f"--threads must be a positive integer, got {args.threads}.")
+        if args.threads:
+            torch.set_num_threads(args.threads)
         model = load_checkpoint(args.checkpoint).double()
-        kernels = [k.strip() for k in args.kernels.split(",")]
-        unknown = sorted(set(kernels) - set(KERNELS))
-        if unknown:
-            raise TNPKRError(f"Unknown kernels {unknown}; allowed: {list(KERNELS)}.")
-        dims = [int(d) for d in args.dims.split(",")]
-        sizes = [int(n) for n in args.sizes.split(",")]
+        kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+        unknown = sorted(set(kernels) - set(kernel_names()))
+        if unknown or not kernels:
+            raise TNPKRError(f"Unknown kernels {unknown}; allowed: {list(kernel_names())}.")
+        dims = _positive_ints("--dims", args.dims)
+        sizes = _positive_ints("--sizes", args.sizes)
+        for name in ("tasks", "targets", "threads"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise TNPKRError(f"--{name} must be a positive integer, got {value}.")
         too_big = [d for d in dims if not 1 <= d <= model.config.max_dim]
         if too_big:
             raise TNPKRError(f"--dims {too_big} outside 1..max_dim={model.config.max_dim}.")

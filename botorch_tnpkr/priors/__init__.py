@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from botorch_tnpkr.priors.kernels import KERNELS, kernel_matrix
+from botorch_tnpkr.priors.kernels import (
+    KERNELS,
+    KernelFunction,
+    kernel_index,
+    kernel_matrix,
+    kernel_names,
+    register_kernel,
+)
 from botorch_tnpkr.priors.oracle import (
     GPHyper,
     expected_nll,
@@ -15,13 +22,17 @@ from botorch_tnpkr.priors.sampler import PriorConfig, TaskBatch, sample_hyper, s
 __all__ = [
     "KERNELS",
     "GPHyper",
+    "KernelFunction",
     "PriorConfig",
     "TaskBatch",
     "expected_nll",
     "gaussian_entropy",
     "gaussian_logpdf",
     "gp_posterior",
+    "kernel_index",
     "kernel_matrix",
+    "kernel_names",
+    "register_kernel",
     "sample_hyper",
     "sample_tasks",
 ]

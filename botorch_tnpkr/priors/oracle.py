@@ -18,7 +18,7 @@ class GPHyper:
     """Hyperparameters of a batch of GP tasks.
 
     Attributes:
-        kernel_id: `B` long, index into ``KERNELS``.
+        kernel_id: `B` long, index into ``kernel_names()`` (the built-in ``KERNELS`` first).
         lengthscale: `B x d`.
         outputscale: `B` signal variance.
         mean: `B` constant mean.

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from botorch_tnpkr.errors import ConfigError
-from botorch_tnpkr.priors.kernels import KERNELS, kernel_matrix
+from botorch_tnpkr.priors.kernels import KERNELS, kernel_index, kernel_matrix
 from botorch_tnpkr.priors.oracle import GPHyper, gp_posterior, masked_cov
 
 
@@ -27,6 +27,9 @@ class PriorConfig:
     times per-dimension factors ``exp(ard_spread * N(0, 1))``; each dimension is irrelevant
     (lengthscale x 20) with probability ``irrelevant_prob``, one dimension always stays relevant.
     Noise: ``noise_std / signal_std ~ LogUniform(noise_ratio_range)``.
+    Kernels: each task draws one of ``kernels`` with probabilities ``kernel_weights``; names
+    are the built-in ``KERNELS`` or kernels added with ``register_kernel`` (register them
+    before building the config).
     """
 
     max_dim: int = 10
@@ -42,10 +45,18 @@ class PriorConfig:
     num_targets: int = 64
     bo_share: float = 0.3
     dims: tuple[int, ...] = field(default=())
+    kernels: tuple[str, ...] = KERNELS
 
     def __post_init__(self) -> None:
-        if len(self.kernel_weights) != len(KERNELS) or min(self.kernel_weights) < 0:
-            raise ConfigError(f"kernel_weights needs {len(KERNELS)} weights >= 0 for {KERNELS}.")
+        if not self.kernels:
+            raise ConfigError("kernels needs at least one kernel name.")
+        for name in self.kernels:
+            kernel_index(name)  # ConfigError naming the known kernels
+        n = len(self.kernels)
+        if len(self.kernel_weights) != n or min(self.kernel_weights) < 0:
+            raise ConfigError(f"kernel_weights needs {n} weights >= 0 for {self.kernels}.")
+        if sum(self.kernel_weights) <= 0:
+            raise ConfigError("kernel_weights must not all be zero.")
         if any(not 1 <= d <= self.max_dim for d in self.dims):
             raise ConfigError(f"dims must lie in 1..max_dim={self.max_dim}, got {self.dims}.")
         for name in ("lengthscale_range", "outputscale_range", "noise_ratio_range"):
@@ -98,7 +109,8 @@ def _log_uniform(lo: float, hi: float, shape: tuple[int, ...], gen: torch.Genera
 def sample_hyper(prior: PriorConfig, batch: int, dim: int, gen: torch.Generator) -> GPHyper:
     """Draw per-task hyperparameters."""
     weights = torch.tensor(prior.kernel_weights, dtype=torch.float64)
-    kernel_id = torch.multinomial(weights, batch, replacement=True, generator=gen)
+    draw = torch.multinomial(weights, batch, replacement=True, generator=gen)
+    kernel_id = torch.tensor([kernel_index(k) for k in prior.kernels])[draw]
     scale = (
         _log_uniform(*prior.lengthscale_range, (batch, 1), gen) * dim**prior.lengthscale_dim_power
     )

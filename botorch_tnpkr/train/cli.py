@@ -36,19 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = RunOptions(
-        run_dir=args.run_dir,
-        seed=args.seed,
-        total_steps=args.total_steps,
-        stop_after=args.stop_after,
-        max_minutes=args.max_minutes,
-        save_every_minutes=args.save_every_minutes,
-        resume=args.resume,
-        threads=args.threads,
-        progress=not args.no_progress,
-        compile=args.compile,
-    )
     try:
+        options = RunOptions(
+            run_dir=args.run_dir,
+            seed=args.seed,
+            total_steps=args.total_steps,
+            stop_after=args.stop_after,
+            max_minutes=args.max_minutes,
+            save_every_minutes=args.save_every_minutes,
+            resume=args.resume,
+            threads=args.threads,
+            progress=not args.no_progress,
+            compile=args.compile,
+        )
         result = train(get_preset(args.preset), options)
     except TNPKRError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from botorch_tnpkr.errors import CheckpointError
+from botorch_tnpkr.errors import CheckpointError, ConfigError
 from botorch_tnpkr.nn import TNPKR, TNPKRConfig, save_network
 from botorch_tnpkr.priors import TaskBatch, sample_tasks
 from botorch_tnpkr.train.objective import oracle_gap
@@ -56,6 +56,29 @@ class RunOptions:
     progress: bool = True
     compile: bool = False
     ema_decay: float = 0.999
+
+    def __post_init__(self) -> None:
+        """Reject impossible options before any file is touched."""
+        positive_ints = {
+            "total_steps": self.total_steps,
+            "stop_after": self.stop_after,
+            "threads": self.threads,
+        }
+        for name, value in positive_ints.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value}.")
+        positive = {"save_every_minutes": self.save_every_minutes, "max_minutes": self.max_minutes}
+        for name, value in positive.items():
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive, finite number, got {value}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}.")
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"run_dir {str(self.run_dir)!r} exists and is not a directory.")
 
 
 def lr_at(step: int, preset: TrainPreset, total: int) -> float:

@@ -174,7 +174,7 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("gap to the oracle GP (nats/point, mean over d)")
+    axes[0].set_ylabel("gap to oracle (nats/point, mean over d)")
     for level in (0.5, 0.9):
         axes[-1].axhline(level, color="grey", linestyle=":", linewidth=0.8)
     axes[-1].set(xscale="log", xlabel="context points n", ylabel="coverage", title="coverage")

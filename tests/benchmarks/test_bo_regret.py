@@ -1,0 +1,132 @@
+"""The BO regret suite: smoke runs, resuming, budgets, and the aggregation behind the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import bo_regret
+from benchmarks._bo import FUNCTIONS, Problem, noise_std
+
+
+def smoke(tmp_path, *extra: str) -> list[str]:
+    return ["--smoke", "--out-dir", str(tmp_path), *extra]
+
+
+def test_smoke_runs_every_acquisition_and_variant_and_resumes(tmp_path, capsys):
+    argv = smoke(tmp_path, "--acq", "logei", "qlognei", "--noise", "noiseless", "noisy")
+    summary = bo_regret.main([*argv, "--iterations", "1"])
+    jsonl = tmp_path / "bo_regret_smoke.jsonl"
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 2 * 2 * 3  # acquisitions x variants x methods
+    for r in records:
+        q = 4 if r["acq"] == "qlognei" else 1
+        assert len(r["values"]) == r["n_init"] + q == 6 + q  # Branin: 2d+2 = 6 Sobol points
+        assert len(r["regret"]) == 2 and r["regret"][1] <= r["regret"][0]
+        assert min(r["regret"]) >= 0
+        assert len(r["build_s"]) == len(r["acq_s"]) == len(r["eval_s"]) == 1
+        if r["method"] == "sobol":
+            assert r["model_s"] == 0
+        else:
+            assert r["model_s"] > 0
+            assert r["model_s"] == pytest.approx(r["build_s"][0] + r["acq_s"][0])
+        assert (r["noise_std"] > 0) == (r["noise"] == "noisy")
+        assert (r["values"] == r["observed"]) == (r["noise"] == "noiseless")
+    tnpkr = [r for r in records if r["method"] == "tnpkr"]
+    assert all(
+        r["checkpoint"] == "tnpkr-exact" and len(r["checkpoint_sha256"]) == 64 for r in tnpkr
+    )
+    # All methods of a seed start from the same Sobol design.
+    first = {(r["acq"], r["noise"]): r["values"][:6] for r in records if r["method"] == "gp"}
+    assert all(r["values"][:6] == first[(r["acq"], r["noise"])] for r in records)
+
+    for acq in ("logei", "qlognei"):
+        for noise in ("noiseless", "noisy"):
+            assert (tmp_path / f"bo_regret_smoke_{acq}_{noise}.png").stat().st_size > 5000
+    saved = json.loads((tmp_path / "bo_regret_smoke_summary.json").read_text())
+    assert saved["runs_used"] == 12 and len(saved["suite"]) == 4
+    assert "| branin | 1 | 1 |" in (tmp_path / "bo_regret_smoke.md").read_text()
+    assert summary["suite"] == saved["suite"]
+
+    # Finished runs are skipped; a longer run of one cell is redone.
+    bo_regret.main([*argv, "--iterations", "1"])
+    assert len(jsonl.read_text().splitlines()) == 12
+    bo_regret.main(smoke(tmp_path, "--methods", "sobol", "--iterations", "3"))
+    lines = jsonl.read_text().splitlines()
+    assert len(lines) == 13 and json.loads(lines[-1])["iterations"] == 3
+    # A spent budget starts nothing.
+    bo_regret.main(smoke(tmp_path, "--seeds", "5", "--budget-minutes", "0"))
+    assert len(jsonl.read_text().splitlines()) == 13
+    assert "budget of 0.0 min spent" in capsys.readouterr().err
+
+
+def fake(function, method, seed, regret, iterations=2, model_s=1.0, sha="abc"):
+    return {
+        "function": function,
+        "noise": "noiseless",
+        "acq": "logei",
+        "method": method,
+        "seed": seed,
+        "num_restarts": 4,
+        "raw_samples": 128,
+        "n_init": 6,
+        "iterations": iterations,
+        "regret": regret,
+        "build_s": [model_s / 2] * iterations,
+        "acq_s": [model_s / 2] * iterations,
+        "model_s": model_s * iterations,
+        "checkpoint_sha256": sha if method == "tnpkr" else None,
+    }
+
+
+def test_aggregate_pairs_seeds_truncates_iterations_and_checks_the_target():
+    records = [
+        fake("branin", "tnpkr", 0, [1.0, 0.1, 0.01], model_s=1.0),
+        fake("branin", "tnpkr", 1, [1.0, 1.0, 0.001], model_s=1.0),
+        fake("branin", "gp", 0, [1.0, 0.1, 0.1], model_s=3.0),
+        fake("branin", "gp", 1, [1.0, 0.1, 0.1], model_s=3.0),
+        fake("branin", "gp", 2, [1.0, 0.1, 1e-12], model_s=3.0),  # no TNP-KR partner
+        fake("hartmann6", "tnpkr", 0, [1.0, 0.5], iterations=1),
+        fake("hartmann6", "gp", 0, [1.0, 0.5, 0.5, 0.5], iterations=3),
+    ]
+    summary = bo_regret.aggregate(records)
+    rows = {c["function"]: c for c in summary["comparisons"]}
+    assert rows["branin"]["seeds"] == 2 and rows["branin"]["iterations"] == 2
+    assert rows["branin"]["mean_log10_regret"]["tnpkr"] == pytest.approx(-2.5)
+    assert rows["branin"]["mean_log10_regret"]["gp"] == pytest.approx(-1.0)
+    assert rows["branin"]["model_s"] == {"tnpkr": pytest.approx(4.0), "gp": pytest.approx(12.0)}
+    assert rows["hartmann6"]["iterations"] == 1  # equal evaluations: the shorter run
+    assert rows["hartmann6"]["evaluations"] == 7
+    cell = next(c for c in summary["cells"] if c["function"] == "branin" and c["method"] == "gp")
+    assert cell["seeds"] == [0, 1, 2]
+    assert cell["log10_regret_median"][-1] == pytest.approx(-1.0)
+    assert cell["log10_regret_q25"][-1] == pytest.approx((-8.0 - 1.0) / 2)  # floor at 1e-8
+    (suite,) = summary["suite"]
+    assert suite["delta_tnpkr_minus_gp"] == pytest.approx(
+        ((-2.5 - math.log10(0.5)) - (-1.0 - math.log10(0.5))) / 2
+    )
+    assert suite["target_regret"] == "met" and suite["target_model_time"] == "met"
+    assert not suite["complete"]
+    worse = [fake("branin", "tnpkr", 0, [1.0, 1.0, 1.0], model_s=9.0), records[2]]
+    (suite,) = bo_regret.aggregate(worse)["suite"]
+    assert suite["target_regret"] == "NOT met" and suite["target_model_time"] == "NOT met"
+
+
+def test_reports_use_the_current_checkpoint_and_the_longest_run():
+    old = fake("branin", "tnpkr", 0, [1.0, 0.5, 0.5], sha="old")
+    short = fake("branin", "tnpkr", 0, [1.0, 0.1], iterations=1, sha="new")
+    long = fake("branin", "tnpkr", 0, [1.0, 0.1, 0.01], sha="new")
+    assert bo_regret.select_records([old, short, long], "new") == [long]
+    assert len(bo_regret.select_records([old, short, long], None)) == 2
+
+
+def test_noise_levels_are_fixed_fractions_of_each_functions_range():
+    for name in FUNCTIONS:
+        problem = Problem(name, noisy=True)
+        assert problem.noise_std == noise_std(name) > 0
+        assert Problem(name).noise_std == 0
+    assert noise_std("hartmann6") == pytest.approx(0.0645, abs=1e-3)
+    with pytest.raises(ValueError, match="Unknown function"):
+        Problem("forrester")

@@ -1,0 +1,27 @@
+"""The regression benchmark runs the evaluation command for each checkpoint and the GP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import regression
+
+
+def test_smoke_scores_both_checkpoints_and_the_gp_on_the_same_tasks(tmp_path):
+    result = regression.main(["--smoke", "--out-dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "regression_smoke.json").read_text())
+    assert (tmp_path / "regression_smoke.png").stat().st_size > 5000
+    assert list(saved["checkpoints"]) == ["tnpkr-exact", "tnpkr-dka"]
+    exact, dka = saved["checkpoints"]["tnpkr-exact"], saved["checkpoints"]["tnpkr-dka"]
+    assert len(exact["cells"]) == len(dka["cells"]) == 4  # rbf x d {1, 2} x n {8, 32}
+    assert all(c["gp_ll"] is not None for c in exact["cells"])
+    assert all(c["gp_ll"] is None for c in dka["cells"])  # the GP is scored once
+    for a, b in zip(exact["cells"], dka["cells"], strict=True):
+        assert a["oracle_ll"] == pytest.approx(b["oracle_ll"])  # the same tasks
+    assert exact["step"] > 0 and len(exact["sha256"]) == 64
+    assert result["evaluate_args"][:2] == ["--kernels", "rbf"]
+    table = (tmp_path / "regression_smoke.md").read_text()
+    assert "| tnpkr-exact |" in table and "| SingleTaskGP (fitted by MLL) |" in table
+    assert "| rbf | 2 | 32 |" in table

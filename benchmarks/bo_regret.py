@@ -395,7 +395,10 @@ def plot(summary: dict[str, Any], acq: str, noise: str, path: Path) -> bool:
     for ax in list(axes.flat)[len(functions) :]:
         ax.axis("off")
     axes[0][0].set_ylabel("simple regret")
-    fig.suptitle(f"{ACQ_LABELS[acq]}, {noise}: median and quartiles over seeds (seeds in brackets)")
+    fig.suptitle(
+        f"{ACQ_LABELS[acq]}, {noise}\nmedian and quartiles over seeds (seeds in brackets)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

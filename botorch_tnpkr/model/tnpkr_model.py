@@ -76,6 +76,7 @@ from botorch_tnpkr.model.network import (
     CheckpointLike,
     prepare_network,
 )
+from botorch_tnpkr.model.scaling import context_spread, rescale_cache
 from botorch_tnpkr.model.validation import (
     broadcast_batch,
     check_finite,
@@ -264,6 +265,9 @@ class TNPKRModel(Model, FantasizeMixin):
         """Encode the history once; differentiable in it (fantasies carry gradients)."""
         X_tf, Y_tf, Yvar_tf = self._transformed_history()
         xc, yc, yvar = contexts(X_tf, Y_tf, Yvar_tf)
+        spread = context_spread(yc)
+        yc = yc / spread.unsqueeze(-1)
+        yvar = None if yvar is None else yvar / spread.unsqueeze(-1) ** 2
         dtype = xc.dtype
         encoder = self.network
         if self._encode_dtype is not None and self._encode_dtype != dtype:
@@ -272,7 +276,7 @@ class TNPKRModel(Model, FantasizeMixin):
             xc, yc = xc.to(self._encode_dtype), yc.to(self._encode_dtype)
             yvar = None if yvar is None else yvar.to(self._encode_dtype)
         with network_errors():
-            self._cache = encoder.encode(xc, yc, yvar=yvar).to(dtype)
+            self._cache = rescale_cache(encoder.encode(xc, yc, yvar=yvar).to(dtype), spread)
         self._mean_noise = None if Yvar_tf is None else Yvar_tf.mean(dim=-2, keepdim=True)
         return self._cache
 

@@ -43,6 +43,11 @@ class RunOptions:
         compile: Compile the kernel bias with ``torch.compile`` (about 3x faster steps).
         ema_decay: Decay of the exponential moving average of the weights; the average is
             what validation scores and what the exported network files hold.
+        init_from: Start from the weights of this network instead of a random
+            initialisation (fine-tuning): a registered checkpoint name (``"tnpkr-exact"``) or
+            a ``.safetensors`` path. Its architecture must equal the preset's ``model``
+            (``TrainPreset(model=load_checkpoint(name).config, ...)``). Ignored on resume:
+            the run's own state wins.
     """
 
     run_dir: Path
@@ -56,6 +61,7 @@ class RunOptions:
     progress: bool = True
     compile: bool = False
     ema_decay: float = 0.999
+    init_from: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         """Reject impossible options before any file is touched."""
@@ -149,6 +155,20 @@ def validate(model: TNPKR, batches: list[TaskBatch], device: torch.device) -> di
     return {"val_gap_f": gap_f, "val_gap_y": gap_y}
 
 
+def _load_initial_weights(model: TNPKR, checkpoint: str | os.PathLike, preset: TrainPreset) -> None:
+    """Copy the weights of a pretrained network into ``model`` (fine-tuning)."""
+    from botorch_tnpkr.checkpoints import load_checkpoint
+
+    source = load_checkpoint(checkpoint)
+    if source.config != preset.model:
+        raise ConfigError(
+            f"init_from={str(checkpoint)!r} has the architecture {source.config} but the preset "
+            f"{preset.name!r} trains {preset.model}; build the preset with "
+            "model=load_checkpoint(...).config to fine-tune it."
+        )
+    model.load_state_dict(source.state_dict())
+
+
 class _StopFlag:
     """Set by SIGTERM/SIGINT so that the loop saves and exits cleanly between steps."""
 
@@ -183,6 +203,8 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
     torch.manual_seed(options.seed)
     model = TNPKR(preset.model).to(device)
     ema_model = TNPKR(preset.model).to(device)
+    if options.init_from is not None and not options.resume:
+        _load_initial_weights(model, options.init_from, preset)
     ema_model.load_state_dict(model.state_dict())
     ema_model.requires_grad_(False)
     optimizer = torch.optim.AdamW(

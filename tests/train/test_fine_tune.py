@@ -1,0 +1,61 @@
+"""``RunOptions(init_from=...)``: training that starts from a pretrained network's weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from botorch_tnpkr.errors import ConfigError
+from botorch_tnpkr.nn import TNPKR, load_network, save_network
+from botorch_tnpkr.train import RunOptions, get_preset, train
+from botorch_tnpkr.train.state import STATE_FILE, load_state
+
+
+def _source(tmp_path: Path, **changes) -> Path:
+    config = get_preset("tiny").model.replace(**changes)
+    torch.manual_seed(123)
+    network = TNPKR(config)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.add_(0.5)  # far from any fresh initialisation
+    path = tmp_path / "source.safetensors"
+    save_network(network, path)
+    return path
+
+
+def test_training_starts_from_the_given_weights(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    # A learning rate of ~0 keeps the weights where they started.
+    preset = dataclasses.replace(get_preset("tiny"), lr=1e-12, total_steps=2)
+    opts = dict(progress=False, threads=1, seed=0)
+    train(preset, RunOptions(run_dir=tmp_path / "ft", init_from=source, **opts))
+    train(preset, RunOptions(run_dir=tmp_path / "scratch", **opts))
+    start = load_network(source).state_dict()
+    tuned = load_state(tmp_path / "ft" / STATE_FILE)["model"]
+    scratch = load_state(tmp_path / "scratch" / STATE_FILE)["model"]
+    for key, value in start.items():
+        torch.testing.assert_close(tuned[key], value, rtol=0, atol=1e-6)
+    assert any(not torch.allclose(scratch[k], v) for k, v in start.items())
+    exported = load_network(tmp_path / "ft" / "latest.safetensors").state_dict()
+    torch.testing.assert_close(exported, start, rtol=0, atol=1e-6)
+
+
+def test_a_different_architecture_is_rejected_before_writing(tmp_path: Path) -> None:
+    source = _source(tmp_path, dim_model=32)
+    run_dir = tmp_path / "ft"
+    options = RunOptions(run_dir=run_dir, init_from=source, progress=False, threads=1)
+    with pytest.raises(ConfigError, match="load_checkpoint"):
+        train(get_preset("tiny"), options)
+    assert not (run_dir / STATE_FILE).exists()
+
+
+def test_resume_ignores_init_from(tmp_path: Path) -> None:
+    preset = get_preset("tiny")
+    run_dir = tmp_path / "run"
+    train(preset, RunOptions(run_dir=run_dir, stop_after=3, progress=False, threads=1))
+    other = _source(tmp_path, dim_model=32)  # would be rejected if it were loaded
+    resumed = RunOptions(run_dir=run_dir, resume=True, init_from=other, progress=False)
+    assert train(preset, resumed)["step"] == preset.total_steps

@@ -38,6 +38,27 @@ _LOG_YVAR_RANGE = (-30.0, 10.0)
 SCALE_PRIOR_WEIGHT = 2.0
 
 
+def context_features(y_n: Tensor, keep: Tensor, yvar_ratio: Tensor | None) -> Tensor:
+    """The non-input features of context tokens: ``[y, observed, log yvar, known]``.
+
+    Args:
+        y_n: `... x n` standardised targets (zero at invalid points).
+        keep: `... x n` 1.0 for valid points, 0.0 for padding.
+        yvar_ratio: Optional `... x n` known noise variances divided by ``y_scale^2``;
+            None for tokens whose noise the network infers.
+
+    Returns:
+        `... x n x 4`.
+    """
+    if yvar_ratio is None:
+        log_yvar = torch.zeros_like(y_n)
+        known = torch.zeros_like(y_n)
+    else:
+        log_yvar = yvar_ratio.clamp_min(1e-30).log().clamp(*_LOG_YVAR_RANGE) / 10.0 * keep
+        known = keep.expand_as(log_yvar)
+    return torch.stack(torch.broadcast_tensors(y_n, keep, log_yvar, known), dim=-1)
+
+
 @dataclass
 class ContextCache:
     """The encoded context: everything ``predict`` needs, nothing that grows for ``dka``.
@@ -158,15 +179,10 @@ class TNPKR(nn.Module):
         scale = ((sq_dev + SCALE_PRIOR_WEIGHT) / (count + SCALE_PRIOR_WEIGHT)).sqrt()
         y_n = (yc - loc.unsqueeze(-1)) / scale.unsqueeze(-1) * keep
 
-        if yvar is None:
-            log_yvar = torch.zeros_like(y_n)
-            known = torch.zeros_like(y_n)
-        else:
+        if yvar is not None:
             yvar = torch.where(mask, yvar, torch.ones_like(yvar))
-            ratio = (yvar / scale.unsqueeze(-1) ** 2).clamp_min(1e-30)
-            log_yvar = ratio.log().clamp(*_LOG_YVAR_RANGE) / 10.0 * keep
-            known = keep
-        extra = torch.stack([y_n, keep, log_yvar, known], dim=-1)
+            yvar = yvar / scale.unsqueeze(-1) ** 2
+        extra = context_features(y_n, keep, yvar)
         x_pad, x_bias = self._pad_inputs(xc)
         c = self.embed(torch.cat([x_pad, extra], dim=-1))  # (B, nC, D)
         memories = []
@@ -191,11 +207,22 @@ class TNPKR(nn.Module):
         t = self.embed(torch.cat([x_pad, xt.new_zeros(b, n, _EXTRA_FEATURES)], dim=-1))
         for block, memory in zip(self.blocks, cache.memories, strict=True):
             t = block.test_step(t, x_bias, memory)
-        raw = self.head(self.head_norm(t))  # (B, nT, 3)
+        return self.readout(t, cache.y_loc.unsqueeze(-1), cache.y_scale.unsqueeze(-1))
+
+    def readout(self, t: Tensor, loc: Tensor, scale: Tensor) -> Prediction:
+        """The Gaussian head on final test tokens, mapped back to the units of ``yc``.
+
+        Args:
+            t: `... x nT x D` test tokens after the last block.
+            loc, scale: The context's ``y_loc`` and ``y_scale``, broadcastable to `... x nT`.
+
+        Returns:
+            The `... x nT` prediction.
+        """
+        raw = self.head(self.head_norm(t))  # (..., nT, 3)
         min_std = self.config.min_std
         f_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 1])
         noise_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 2])
-        loc, scale = cache.y_loc.unsqueeze(-1), cache.y_scale.unsqueeze(-1)
         return Prediction(
             mean=loc + scale * raw[..., 0],
             fvar=(scale * f_std) ** 2,

@@ -14,6 +14,11 @@ from torch import Tensor, nn
 
 from botorch_tnpkr.nn.attention.base import AttentionBackend
 
+# ``(kv, k_sum, stab)``: `B x H x F x Dh` sum of features times values, `B x H x F` sum of
+# features, both scaled by ``exp(-stab)``; `B x H x 1 x 1` the log of that common factor (kept
+# so that more keys can be added to the sums later, see ``nn/attention/paths.py``).
+LinearMemory = tuple[Tensor, Tensor, Tensor]
+
 
 class DeepKernelAttention(AttentionBackend):
     """Kernel-smoother attention on ``u = [x / l_h, W_h token]`` with positive random features.
@@ -63,21 +68,26 @@ class DeepKernelAttention(AttentionBackend):
         proj = self.projection.to(u.dtype)
         return torch.einsum("bhnw,hfw->bhnf", u, proj) - 0.5 * u.pow(2).sum(-1, keepdim=True)
 
-    def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def values(self, tokens: Tensor) -> Tensor:
+        """`B x H x n x Dh` values of `B x n x D` key tokens."""
         b, n, _ = tokens.shape
+        return self.v_proj(tokens).view(b, n, self.num_heads, self.dim_head).transpose(1, 2)
+
+    def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> LinearMemory:
+        n = tokens.shape[1]
         log_fk = self._log_features(tokens, x)
         keep = mask[:, None, :, None]
         # One stabiliser per (task, head): a common factor on every key cancels in the ratio.
-        stab = (
-            log_fk.masked_fill(~keep, -1e4).amax(dim=(-2, -1), keepdim=True).detach() if n else 0.0
-        )
+        if n:
+            stab = log_fk.masked_fill(~keep, -1e4).amax(dim=(-2, -1), keepdim=True).detach()
+        else:
+            stab = log_fk.new_zeros(log_fk.shape[0], self.num_heads, 1, 1)
         # Fill before exp: with no valid key, exp(log_fk + 1e4) * 0 would be NaN (also in grads).
         fk = torch.exp((log_fk - stab).masked_fill(~keep, float("-inf")))
-        v = self.v_proj(tokens).view(b, n, self.num_heads, self.dim_head).transpose(1, 2)
-        return torch.matmul(fk.transpose(-1, -2), v), fk.sum(dim=-2)
+        return torch.matmul(fk.transpose(-1, -2), self.values(tokens)), fk.sum(dim=-2), stab
 
-    def read(self, tokens: Tensor, x: Tensor, memory: tuple[Tensor, Tensor]) -> Tensor:
-        kv, k_sum = memory
+    def read(self, tokens: Tensor, x: Tensor, memory: LinearMemory) -> Tensor:
+        kv, k_sum, _ = memory
         b, nq, dim = tokens.shape
         log_fq = self._log_features(tokens, x)
         fq = torch.exp(log_fq - log_fq.amax(dim=-1, keepdim=True).detach())  # (B, H, nq, F)
@@ -91,7 +101,8 @@ class DeepKernelAttention(AttentionBackend):
 class PerformerAttention(AttentionBackend):
     """Multi-head FAVOR+ attention with positive orthogonal random features, no bias.
 
-    The memory per head is ``phi(K)^T V`` (`B x H x M x Dh`) and ``phi(K)^T 1`` (`B x H x M`).
+    The memory per head is ``phi(K)^T V`` (`B x H x M x Dh`) and ``phi(K)^T 1`` (`B x H x M`)
+    (and their common log scale, see ``LinearMemory``).
     The random projection is a fixed buffer (saved with the weights), so predictions are
     deterministic.
     """
@@ -117,13 +128,13 @@ class PerformerAttention(AttentionBackend):
         proj = self.projection.to(u.dtype)
         return torch.matmul(u, proj.T) - 0.5 * u.pow(2).sum(-1, keepdim=True)  # (B, H, n, M)
 
-    def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> LinearMemory:
         k, v = self.kv_proj(tokens).chunk(2, dim=-1)
         log_fk = self._log_features(self._heads(k))
         keep = mask[:, None, :, None]
         # One stabiliser per (task, head): a constant factor on every key cancels in the ratio.
         if log_fk.shape[-2] == 0:
-            stab = log_fk.new_zeros(())
+            stab = log_fk.new_zeros(log_fk.shape[0], self.num_heads, 1, 1)
         else:
             fill = torch.finfo(log_fk.dtype).min
             stab = log_fk.masked_fill(~keep, fill).amax(dim=(-2, -1), keepdim=True)
@@ -131,10 +142,10 @@ class PerformerAttention(AttentionBackend):
         # Fill before exp: masked keys may sit far above ``stab`` (all of them do when a task
         # has no valid key) and exp(inf) * 0 would be NaN in the values and gradients.
         fk = torch.exp((log_fk - stab).masked_fill(~keep, float("-inf")))
-        return torch.matmul(fk.transpose(-1, -2), self._heads(v)), fk.sum(dim=-2)
+        return torch.matmul(fk.transpose(-1, -2), self._heads(v)), fk.sum(dim=-2), stab
 
-    def read(self, tokens: Tensor, x: Tensor, memory: tuple[Tensor, Tensor]) -> Tensor:
-        kv, k_sum = memory
+    def read(self, tokens: Tensor, x: Tensor, memory: LinearMemory) -> Tensor:
+        kv, k_sum, _ = memory
         b, nq, dim = tokens.shape
         log_fq = self._log_features(self._heads(self.q_proj(tokens)))
         fq = torch.exp(log_fq - log_fq.amax(dim=-1, keepdim=True))  # (B, H, nq, M)

@@ -202,6 +202,13 @@ def select_records(records: list[dict[str, Any]], sha: str | None) -> list[dict[
     return list(best.values())
 
 
+def _order(item: tuple[tuple, Any]) -> tuple:
+    """Sort key of grouped records: acquisition, noise, then functions and methods as listed."""
+    acq, noise, function, *method = item[0]
+    rank = list(FUNCTIONS).index(function) if function in FUNCTIONS else len(FUNCTIONS)
+    return (acq, noise, rank, function, *[METHODS.index(m) for m in method])
+
+
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Cells per (acq, noise, function, method), comparisons and suite means per (acq, noise)."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -210,7 +217,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
             record
         )
     cells = []
-    for (acq, noise, function, method), runs in sorted(groups.items()):
+    for (acq, noise, function, method), runs in sorted(groups.items(), key=_order):
         iters = min(r["iterations"] for r in runs)
         curves = [[log10_regret(v) for v in r["regret"][: iters + 1]] for r in runs]
         q = ACQUISITIONS[acq]
@@ -242,7 +249,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     by_problem: dict[tuple, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
     for (acq, noise, function, method), runs in groups.items():
         by_problem[(acq, noise, function)][method] = runs
-    for (acq, noise, function), methods in sorted(by_problem.items()):
+    for (acq, noise, function), methods in sorted(by_problem.items(), key=_order):
         seeds = set.intersection(*({r["seed"] for r in runs} for runs in methods.values()))
         iters = min(r["iterations"] for runs in methods.values() for r in runs)
         row: dict[str, Any] = {

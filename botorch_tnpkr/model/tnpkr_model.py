@@ -67,7 +67,7 @@ from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNorm
 from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
-from botorch_tnpkr.model.dedupe import distinct_rows, predict_distinct
+from botorch_tnpkr.model.dedupe import carries_grad, predict_rows
 from botorch_tnpkr.model.layout import QueryLayout, contexts
 from botorch_tnpkr.model.network import (
     AUTO,
@@ -97,6 +97,7 @@ _AX_UNSUPPORTED = ("fidelity_features", "task_feature")
 def _drop_cache(module: TNPKRModel, incompatible_keys: Any) -> None:
     """``load_state_dict`` post-hook: weights or transform state changed, re-encode lazily."""
     module._cache = None
+    module._memo = None
 
 
 class TNPKRModel(Model, FantasizeMixin):
@@ -213,6 +214,7 @@ class TNPKRModel(Model, FantasizeMixin):
         """Register modules and the history, then encode it (shared by derived models)."""
         self._encode_dtype = encode_dtype
         self._cache = None
+        self._memo = None  # predictions of repeated test points, see ``dedupe``
         self._mean_noise = None
         self.network = network
         self._source = source
@@ -297,6 +299,7 @@ class TNPKRModel(Model, FantasizeMixin):
         out = super()._apply(fn, recurse)
         if before is not None and self._data_placement() != before:
             self._cache = None
+            self._memo = None
         return out
 
     def _set_transformed_inputs(self) -> None:
@@ -319,8 +322,9 @@ class TNPKRModel(Model, FantasizeMixin):
                 prediction = self.network.predict(cache, x)
             return prediction.mean, prediction.fvar, prediction.noise_var
 
-        rows = distinct_rows(xt)
-        outputs = predict(xt) if rows is None else predict_distinct(predict, xt, rows)
+        outputs, self._memo = predict_rows(
+            predict, xt, cache, self._memo, cache_has_grad=carries_grad(cache)
+        )
         return tuple(layout.unfold(z) for z in outputs)
 
     def _noise_tensor(self, noise: Tensor, shape: torch.Size) -> Tensor:

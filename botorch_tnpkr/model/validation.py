@@ -139,10 +139,16 @@ def check_output_indices(output_indices: list[int] | None, num_outputs: int) -> 
 
 def broadcast_batch(name: str, *shapes: torch.Size) -> torch.Size:
     """``torch.broadcast_shapes`` with a BoTorch error naming what failed to broadcast."""
-    try:
-        return torch.broadcast_shapes(*shapes)
-    except RuntimeError as err:
-        raise BotorchTensorDimensionError(
-            f"The batch shape of {name} does not broadcast with the model's batch shape: "
-            f"{[tuple(s) for s in shapes]}."
-        ) from err
+    # Plain Python: ``torch.broadcast_shapes`` costs a one-off import of ~2 s on first use.
+    rank = max((len(s) for s in shapes), default=0)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    out: list[int] = []
+    for sizes in zip(*padded, strict=True):
+        wide = {size for size in sizes if size != 1}
+        if len(wide) > 1:
+            raise BotorchTensorDimensionError(
+                f"The batch shape of {name} does not broadcast with the model's batch shape: "
+                f"{[tuple(s) for s in shapes]}."
+            )
+        out.append(wide.pop() if wide else 1)
+    return torch.Size(out)

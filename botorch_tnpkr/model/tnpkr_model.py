@@ -68,6 +68,7 @@ from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
 from botorch_tnpkr.model.dedupe import carries_grad, predict_rows
+from botorch_tnpkr.model.joint import check_joint, joint_posterior
 from botorch_tnpkr.model.layout import QueryLayout, contexts
 from botorch_tnpkr.model.network import (
     AUTO,
@@ -127,6 +128,7 @@ class TNPKRModel(Model, FantasizeMixin):
         linear_above: int | None = DEFAULT_LINEAR_ABOVE,
         scan_above: int | None = DEFAULT_SCAN_ABOVE,
         encode_dtype: torch.dtype | None = torch.float32,
+        joint: str | None = None,
     ) -> None:
         r"""
         Args:
@@ -153,6 +155,9 @@ class TNPKRModel(Model, FantasizeMixin):
                 dtype the network was trained in and makes encoding 2-3x faster than float64;
                 the cache is then cast to the data's dtype, so that posteriors (the hot path
                 of acquisition optimisation) run in the data's dtype with smooth gradients.
+            joint: ``None`` (default): the points of a q-batch are independent given the
+                history. ``"autoregressive"``: posteriors over ``q >= 2`` points are joint,
+                sampled point after point (``TNPKRJointPosterior``, see ``model/joint.py``).
 
         Raises:
             BotorchTensorDimensionError: Inconsistent shapes.
@@ -162,6 +167,7 @@ class TNPKRModel(Model, FantasizeMixin):
             CheckpointError: The checkpoint is unknown, unregistered or corrupted.
         """
         check_training_data(train_X, train_Y, train_Yvar)
+        joint = check_joint(joint)
         super().__init__()
         network, source = prepare_network(
             checkpoint,
@@ -198,6 +204,7 @@ class TNPKRModel(Model, FantasizeMixin):
             input_transform=input_transform,
             outcome_transform=outcome_transform,
             encode_dtype=encode_dtype,
+            joint=joint,
         )
 
     def _setup(
@@ -210,9 +217,11 @@ class TNPKRModel(Model, FantasizeMixin):
         input_transform: InputTransform | None,
         outcome_transform: OutcomeTransform | None,
         encode_dtype: torch.dtype | None,
+        joint: str | None = None,
     ) -> None:
         """Register modules and the history, then encode it (shared by derived models)."""
         self._encode_dtype = encode_dtype
+        self._joint = joint
         self._cache = None
         self._memo = None  # predictions of repeated test points, see ``dedupe``
         self._mean_noise = None
@@ -383,16 +392,21 @@ class TNPKRModel(Model, FantasizeMixin):
         idcs = check_output_indices(output_indices, self.num_outputs)
         X_tf = self.transform_inputs(X)
         mean, var, noise_var = self._predict(X_tf)
+        noise = None
         if isinstance(observation_noise, bool):
             if observation_noise:
-                var = var + (noise_var if self._mean_noise is None else self._mean_noise)
+                noise = noise_var if self._mean_noise is None else self._mean_noise
         elif isinstance(observation_noise, Tensor):
-            var = var + self._noise_tensor(observation_noise, var.shape)
+            noise = self._noise_tensor(observation_noise, var.shape)
         else:
             raise InputDataError(
                 f"observation_noise must be a bool or a Tensor, got {observation_noise!r}."
             )
+        if noise is not None:
+            var = var + noise
         posterior = self._untransformed_posterior(mean, var, X_tf, idcs)
+        if self._joint is not None and X_tf.shape[-2] > 1:
+            return joint_posterior(self, X_tf, idcs, posterior, noise, posterior_transform)
         if posterior_transform is not None:
             return posterior_transform(posterior=posterior, X=X_tf)
         return posterior
@@ -449,6 +463,7 @@ class TNPKRModel(Model, FantasizeMixin):
             input_transform=copy.deepcopy(getattr(self, "input_transform", None)),
             outcome_transform=outcome_transform,
             encode_dtype=self._encode_dtype,
+            joint=self._joint,
         )
         return new
 

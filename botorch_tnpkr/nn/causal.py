@@ -181,6 +181,8 @@ def sample_autoregressive(
     xt: Tensor,
     base_samples: Tensor,
     known_noise: float | None = None,
+    centre: bool = False,
+    independent: Tensor | None = None,
 ) -> Tensor:
     """Joint samples of the latent function at `q` points, drawn point after point.
 
@@ -190,7 +192,8 @@ def sample_autoregressive(
 
     A leading run of points that is the same in every group (inputs and base samples, e.g.
     the baseline that qLogNEI puts in front of every candidate batch) is sampled once and
-    shared by the groups.
+    shared by the groups. Each step runs the new point's context token and the next test
+    point's token through the blocks together.
 
     Args:
         network: The network that encoded ``cache``.
@@ -201,6 +204,15 @@ def sample_autoregressive(
             variance, in units of ``y_scale^2`` (a small positive number: the network was
             trained with noise of at least 1e-6 of the signal); None for tokens whose noise
             the network infers.
+        centre: Centre each conditional mean on a reference path: ``mean_k`` becomes
+            ``mean_k - mean_k(ref) + mean_k(independent)``, where the reference path's earlier
+            values are their independent means (one extra path per group). For a Gaussian
+            process this changes nothing (``E[f_k | f_<k = means] = mean_k``); for a network
+            it removes the shift that the mere presence of added points causes.
+        independent: Optional `q` bool: points drawn from their independent predictive
+            (not conditioned on any other point), then added to every path before the other
+            points, which condition on them. Meant for points already in the context, whose
+            latent values the context pins down to about the noise level.
 
     Returns:
         `B x G x S x q` samples.
@@ -214,25 +226,112 @@ def sample_autoregressive(
         raise InputShapeError(
             f"base_samples {tuple(base_samples.shape)} do not match xt {tuple(xt.shape)}."
         )
-    q = xt.shape[-2]
-    prefix = _shared_prefix(xt, base_samples)
-    paths: ContextCache | PathCache = cache
-    samples = []
-    for k in range(q):
-        shared = k < prefix
-        x_k = xt[:, :1, k : k + 1] if shared else xt[:, :, k : k + 1]
-        z_k = base_samples[:, :1, :, k : k + 1] if shared else base_samples[..., k : k + 1]
-        pred = predict_paths(network, paths, x_k)
-        f_k = pred.mean + pred.fvar.sqrt() * z_k  # (B, G or 1, S, 1)
-        samples.append(f_k)
-        if k < q - 1:
-            yvar = (
-                None if known_noise is None else known_noise * cache.y_scale.view(-1, 1, 1, 1) ** 2
-            )
-            paths = extend(network, paths, x_k, f_k, None if yvar is None else yvar.expand_as(f_k))
-    g = max(xt.shape[1], base_samples.shape[1])
+    b, g, q, d = xt.shape
     s = base_samples.shape[2]
-    return torch.cat([f.expand(xt.shape[0], g, s, 1) for f in samples], dim=-1)
+    if independent is None:
+        independent = torch.zeros(q, dtype=torch.bool, device=xt.device)
+    if independent.shape != (q,) or independent.dtype != torch.bool:
+        raise InputShapeError(f"independent must be a bool tensor of shape ({q},).")
+    order = torch.cat([independent.nonzero()[:, 0], (~independent).nonzero()[:, 0]])
+    num_first = int(independent.sum())
+    xt, base_samples = xt[:, :, order], base_samples[..., order]
+    if centre:
+        zero = base_samples.new_zeros(b, base_samples.shape[1], 1, q)
+        base_samples = torch.cat([base_samples, zero], dim=2)  # the reference path last
+    prefix = _shared_prefix(xt, base_samples)
+    yvar = None
+    if known_noise is not None:
+        yvar = known_noise * cache.y_scale.view(-1, 1, 1, 1) ** 2
+
+    def inputs(k0: int, k1: int) -> tuple[Tensor, Tensor]:
+        """Inputs and base samples of points ``k0 .. k1 - 1``, one group if shared."""
+        if k1 <= prefix:
+            return xt[:, :1, k0:k1], base_samples[:, :1, :, k0:k1]
+        return xt[:, :, k0:k1], base_samples[..., k0:k1]
+
+    samples = []
+    paths: ContextCache | PathCache = cache
+    independent_mean = independent_sd = None
+    if num_first or centre:
+        pred = network.predict(cache, xt.reshape(b, -1, d))  # (B, G q)
+        independent_mean = pred.mean.view(b, g, 1, q)
+        independent_sd = pred.fvar.sqrt().view(b, g, 1, q)
+    if num_first:
+        x0, z0 = inputs(0, num_first)
+        groups = x0.shape[1]
+        f0 = independent_mean[:, :groups, :, :num_first]
+        f0 = f0 + independent_sd[:, :groups, :, :num_first] * z0
+        samples.append(f0)
+        if num_first < q:
+            paths = extend(network, cache, x0, f0, None if yvar is None else yvar.expand_as(f0))
+    previous: tuple[Tensor, Tensor] | None = None
+    for k in range(num_first, q):
+        x_k, z_k = inputs(k, k + 1)
+        if previous is None:
+            pred = predict_paths(network, paths, x_k)
+        else:
+            x_prev, f_prev = previous
+            prev_yvar = None if yvar is None else yvar.expand_as(f_prev)
+            paths, pred = _extend_and_predict(network, paths, x_prev, f_prev, prev_yvar, x_k)
+        mean = pred.mean
+        if centre:
+            reference = independent_mean[:, : x_k.shape[1], :, k : k + 1]
+            mean = mean - mean[:, :, -1:] + reference
+        f_k = mean + pred.fvar.sqrt() * z_k  # (B, G or 1, S, 1)
+        samples.append(f_k)
+        previous = (x_k, f_k)
+    full = base_samples.shape[2]
+    out = torch.cat([f.expand(b, g, full, f.shape[-1]) for f in samples], dim=-1)[:, :, :s]
+    return out[..., torch.argsort(order)]
+
+
+def _extend_and_predict(
+    network: TNPKR,
+    paths: ContextCache | PathCache,
+    x_new: Tensor,
+    y_new: Tensor,
+    yvar: Tensor | None,
+    xt: Tensor,
+) -> tuple[PathCache, Prediction]:
+    """``extend`` by one point and ``predict_paths`` at one point, in one pass of the blocks.
+
+    Args:
+        x_new: `B x Ga x 1 x d`; y_new: `B x Ga x S x 1`; yvar: as ``y_new`` or None;
+        xt: `B x Gt x 1 x d` (``Ga`` is 1 or ``Gt``).
+
+    Returns:
+        What ``extend(..., x_new, y_new, yvar)`` and then ``predict_paths(..., xt)`` return.
+    """
+    paths = _as_paths(paths, xt)
+    b = paths.context.batch_size
+    loc = paths.context.y_loc.view(b, 1, 1, 1)
+    scale = paths.context.y_scale.view(b, 1, 1, 1)
+    ratio = None if yvar is None else yvar / scale**2
+    extra = context_features((y_new - loc) / scale, torch.ones_like(y_new), ratio)
+    a_pad, a_bias = network._pad_inputs(x_new)
+    a_pad = a_pad.unsqueeze(2).expand(*extra.shape[:3], 1, a_pad.shape[-1])
+    c = network.embed(torch.cat([a_pad, extra], dim=-1))  # (B, Ga, S, 1, D)
+    t_pad, t_bias = network._pad_inputs(xt)
+    t = network.embed(torch.cat([t_pad, xt.new_zeros(*xt.shape[:-1], _EXTRA_FEATURES)], dim=-1))
+    groups = max(x_new.shape[1], xt.shape[1], paths.num_groups)
+    num = max(c.shape[2], paths.num_paths)
+    both = torch.cat(
+        [c.expand(b, groups, num, 1, -1), t.unsqueeze(2).expand(b, groups, num, 1, -1)], dim=-2
+    )  # (B, G, S, 2, D): the new context token, then the test token
+    x_both = torch.cat([a_bias.expand(b, groups, 1, -1), t_bias.expand(b, groups, 1, -1)], dim=-2)
+    added = list(paths.added)
+    for index, block in enumerate(network.blocks):
+        normed = block.norm_attn(both)
+        added[index] = extend_paths(block.attention, added[index], normed[..., :1, :], a_bias)
+        memory = paths.context.memories[index]
+        both = both + read_paths(block.attention, normed, x_both, memory, added[index])
+        both = both + block.ffn(block.norm_ffn(both))
+    x_all = torch.cat([paths.x.expand(b, groups, -1, -1), x_new.expand(b, groups, -1, -1)], -2)
+    shape = (b, 1, 1, 1)
+    prediction = network.readout(
+        both[..., 1:, :], paths.context.y_loc.view(shape), paths.context.y_scale.view(shape)
+    )
+    return PathCache(context=paths.context, x=x_all, added=added), prediction
 
 
 def _shared_prefix(xt: Tensor, base_samples: Tensor) -> int:

@@ -199,6 +199,68 @@ class CausalConformance:
         (grad,) = torch.autograd.grad(samples.sum(), xt)
         assert torch.isfinite(grad).all() and (grad[..., 1:, :].abs() > 0).any()
 
+    @pytest.mark.parametrize("known", [None, 1e-4])
+    def test_autoregressive_samples_equal_extend_then_predict(self, known):
+        model = self.model()
+        xc, yc, _ = make_task(nc=9)
+        gen = torch.Generator().manual_seed(12)
+        xt = torch.rand(2, 2, 3, 2, dtype=xc.dtype, generator=gen)
+        z = torch.randn(2, 1, 4, 3, dtype=xc.dtype, generator=gen)
+        cache = model.encode(xc, yc)
+        paths, manual = cache, []
+        for k in range(3):
+            pred = predict_paths(model, paths, xt[:, :, k : k + 1])
+            f = pred.mean + pred.fvar.sqrt() * z[..., k : k + 1]
+            manual.append(f)
+            # known_noise is in units of y_scale^2.
+            yvar = None if known is None else known * cache.y_scale.view(2, 1, 1, 1) ** 2
+            paths = extend(model, paths, xt[:, :, k : k + 1], f, yvar)
+        fused = sample_autoregressive(model, cache, xt, z, known_noise=known)
+        torch.testing.assert_close(fused, torch.cat(manual, -1), **F64)
+
+    def test_independent_points_come_first_and_condition_the_others(self):
+        model = self.model()
+        xc, yc, _ = make_task(nc=9)
+        gen = torch.Generator().manual_seed(13)
+        xt = torch.rand(2, 1, 3, 2, dtype=xc.dtype, generator=gen)
+        z = torch.randn(2, 1, 4, 3, dtype=xc.dtype, generator=gen)
+        cache = model.encode(xc, yc)
+        flags = torch.tensor([False, True, False])
+        out = sample_autoregressive(model, cache, xt, z, independent=flags)
+        first = model.predict(cache, xt[:, 0])
+        f1 = first.mean[:, 1, None] + first.fvar[:, 1, None].sqrt() * z[:, 0, :, 1]
+        torch.testing.assert_close(out[:, 0, :, 1], f1, **F64)
+        # The others: autoregressive in their own order, after point 1.
+        rest = sample_autoregressive(
+            model,
+            cache,
+            xt[:, :, [1, 0, 2]],
+            z[..., [1, 0, 2]],
+            independent=torch.tensor([True, False, False]),
+        )
+        torch.testing.assert_close(out, rest[..., [1, 0, 2]], **F64)
+        paths = extend(model, cache, xt[:, :, 1:2], f1.view(2, 1, 4, 1))
+        pred = predict_paths(model, paths, xt[:, :, :1])
+        f0 = pred.mean + pred.fvar.sqrt() * z[..., :1]
+        torch.testing.assert_close(out[..., :1], f0, **F64)
+        # All independent: the independent predictive, point by point.
+        alone = sample_autoregressive(model, cache, xt, z, independent=torch.ones(3).bool())
+        full = model.predict(cache, xt[:, 0])
+        expected = full.mean.unsqueeze(1) + full.fvar.sqrt().unsqueeze(1) * z[:, 0]
+        torch.testing.assert_close(alone[:, 0], expected, **F64)
+
+    def test_centred_reference_path_has_the_independent_means(self):
+        model = self.model()
+        xc, yc, _ = make_task(nc=9)
+        xt = torch.rand(2, 2, 3, 2, dtype=xc.dtype, generator=torch.Generator().manual_seed(14))
+        cache = model.encode(xc, yc)
+        zero = torch.zeros(2, 1, 1, 3, dtype=xc.dtype)
+        centred = sample_autoregressive(model, cache, xt, zero, centre=True)
+        means = model.predict(cache, xt.reshape(2, 6, 2)).mean.view(2, 2, 1, 3)
+        torch.testing.assert_close(centred, means, **F64)
+        plain = sample_autoregressive(model, cache, xt, zero)
+        assert (plain[..., 1:] - means[..., 1:]).abs().max() > 1e-6
+
     def test_shared_prefix_is_sampled_once_with_the_same_result(self):
         model = self.model()
         xc, yc, _ = make_task(nc=10)

@@ -56,6 +56,7 @@ from botorch.sampling.base import MCSampler
 from botorch.sampling.get_sampler import GetSampler
 from botorch.sampling.normal import IIDNormalSampler, SobolQMCNormalSampler
 from botorch.utils.sampling import draw_sobol_normal_samples
+from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
@@ -190,6 +191,19 @@ class TNPKRJointPosterior(Posterior):
         if self._covariance is None:
             self._covariance = self._moment_matched_covariance()
         return self._covariance
+
+    @property
+    def mvn(self) -> MultivariateNormal:
+        """The moment-matched Gaussian (``mean``, ``covariance_matrix``) for analytic uses.
+
+        A ``MultivariateNormal`` over the q points for one output, an interleaved
+        ``MultitaskMultivariateNormal`` for several; ``GPyTorchPosterior(posterior.mvn)`` is
+        a posterior that BoTorch's analytic acquisition functions accept.
+        """
+        mean, covariance = self.mean, self.covariance_matrix
+        if mean.shape[-1] == 1:
+            return MultivariateNormal(mean.squeeze(-1), covariance)
+        return MultitaskMultivariateNormal(mean, covariance, interleaved=True)
 
     def _moment_matched_covariance(self) -> Tensor:
         shape = self.base_sample_shape

@@ -8,7 +8,9 @@ Layout. ``m`` outputs are ``m`` independent single-output tasks of the network, 
 model's batch dimensions into the network's batch: ``B = prod(batch_shape) * m``. The
 posterior is a ``GPyTorchPosterior`` with a diagonal covariance (TNP-KR predicts marginals;
 points of a q-batch and outputs are independent given the history): a ``MultivariateNormal``
-for one output, an interleaved ``MultitaskMultivariateNormal`` for several.
+for one output, an interleaved ``MultitaskMultivariateNormal`` for several. With
+``joint="autoregressive"``, a posterior over two or more points is joint instead
+(``TNPKRJointPosterior``, sampled point after point; see ``model/joint.py``).
 
 Noise. The network predicts, at every test point, the latent ``f`` (mean and variance) and an
 observation-noise variance. ``observation_noise=False`` gives the posterior of ``f``;

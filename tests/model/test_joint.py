@@ -118,6 +118,13 @@ def test_joint_argument_is_validated_and_carried(exact_path):
     assert isinstance(m2.subset_output([1]).posterior(_X(2, D)), TNPKRJointPosterior)
     plain = TNPKRModel(train_X, train_Y, checkpoint=exact_path)
     assert isinstance(plain.posterior(_X(3, D)), GPyTorchPosterior)
+    # Known noise: sampled values enter as known-noise tokens.
+    known = TNPKRModel(
+        train_X, train_Y, torch.full_like(train_Y, 0.01), checkpoint=exact_path, **JOINT
+    )
+    posterior = known.posterior(_X(3, D))
+    assert posterior._known_noise is not None and model.posterior(_X(3, D))._known_noise is None
+    assert torch.isfinite(sampler(posterior)).all()
 
 
 @pytest.mark.parametrize(
@@ -146,6 +153,9 @@ def test_shapes_samplers_and_determinism(exact_path, x_shape, batch, m):
         cov.diagonal(dim1=-2, dim2=-1), posterior.variance.reshape(*out_batch, 3 * m)
     )
     assert torch.linalg.eigvalsh(cov).min() > -1e-9
+    mvn = posterior.mvn
+    torch.testing.assert_close(mvn.covariance_matrix, cov)
+    assert mvn.mean.shape == ((*out_batch, 3) if m == 1 else (*out_batch, 3, m))
 
 
 def test_samples_are_differentiable_in_X(exact_path):

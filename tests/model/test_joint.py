@@ -86,6 +86,22 @@ def test_marginals_agree_with_the_independent_posterior(real_model):
     assert shift[:, 1].mean() < 0.25 and (ratio[:, 1].mean() - 1).abs() < 0.25
 
 
+def test_a_duplicated_candidate_adds_less_in_joint_mode(real_model):
+    # Ideal: a copy of a candidate adds nothing. The shipped network cannot pin f at an
+    # added point (see README), so a copy still adds something, less than when independent.
+    independent = TNPKRModel(real_model.train_X, real_model.train_Y, checkpoint="tnpkr-exact")
+    sampler = SobolQMCNormalSampler(torch.Size([512]), seed=0)
+    incumbent = real_model.train_X[real_model.train_Y.argmax()]
+    x = incumbent + 0.1 * (_X(4, 1, D, seed=6) - 0.5)  # 4 candidates near the incumbent
+    pair = torch.cat([x, x + 1e-6], dim=-2)
+    gains = {}
+    for name, model in (("joint", real_model), ("independent", independent)):
+        acqf = qExpectedImprovement(model, best_f=real_model.train_Y.max(), sampler=sampler)
+        gains[name] = acqf(pair) / acqf(x)
+    assert (gains["joint"] < gains["independent"] - 0.15).all(), gains
+    assert (gains["independent"] > 1.5).all()
+
+
 def test_history_points_are_drawn_from_their_marginals(real_model):
     # qLogNEI prunes its baseline with 2,048 samples of a posterior over every history input.
     X = real_model.train_X[:6]

@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {source} is over 10 MB", file=sys.stderr)
         return 2
     out = args.run_dir / "eval" / args.file.replace(".safetensors", "")
+    # A running training job may replace the file while it is evaluated: evaluate and ship
+    # one snapshot of it.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    snapshot = out.with_name(out.name + ".snapshot.safetensors")
+    shutil.copyfile(source, snapshot)
+    source = snapshot
     max_dim = read_metadata(source)["config"].max_dim
     dims = ",".join(str(d) for d in (1, 2, 3, 6) if d <= max_dim)
     eval_args = ["--checkpoint", str(source), "--tasks", str(args.tasks), "--out", str(out)]

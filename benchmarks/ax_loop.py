@@ -9,8 +9,8 @@ calls are timed, each trial completed before the next call. Both use Ax's defaul
 acquisition (qLogNEI) and, unless ``--num-restarts`` / ``--raw-samples`` / ``--maxiter`` are
 given, Ax's default optimiser budgets. A strategy whose call would exceed ``--cap-s`` (600 s)
 is skipped at that size and above, recorded as ``skipped``: estimated from the two largest
-sizes measured (a fitted power of n, clipped to [1, 3]; never from a single size), or found when a call in a fresh
-subprocess is killed at the cap.
+sizes measured (a fitted power of n, clipped to [1, 3]; never from a single size), or found
+when a call in a fresh subprocess is killed at the cap.
 
 Regret (``--regret``): the best Hartmann-6 value found within ``--trials`` (30) trials, for
 both strategies over ``--seeds`` (5) seeds (each strategy with its own initialization: 5

@@ -68,5 +68,6 @@ def test_estimate_uses_the_measured_growth(benchmark):
         {"strategy": "default", "n": 500, "status": "ok", "seconds_per_call": 10.0},
     ]
     assert benchmark.estimate_seconds(done, "default", 2000) == pytest.approx(40.0)
-    assert benchmark.estimate_seconds(done[:1], "default", 500) is None  # measure, never guess from one size
+    # One measured size says nothing about growth: measure, never guess.
+    assert benchmark.estimate_seconds(done[:1], "default", 500) is None
     assert benchmark.estimate_seconds(done, "tnpkr", 2000) is None

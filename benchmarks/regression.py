@@ -197,6 +197,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="1 task per cell on a subset")
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="redraw the table and plot from the JSON of an earlier run in --out-dir",
+    )
+    parser.add_argument(
         "--evaluate-args",
         nargs=argparse.REMAINDER,
         default=[],
@@ -211,22 +216,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    extra = (SMOKE_ARGS if args.smoke else []) + list(args.evaluate_args)
-    started = time.time()
-    reports = {}
-    for i, checkpoint in enumerate(args.checkpoints):
-        reports[checkpoint] = run_checkpoint(checkpoint, i == 0 and not args.no_gp, extra)
-    result = {
-        "benchmark": "regression",
-        **machine_facts(torch.device("cpu")),
-        "smoke": args.smoke,
-        "evaluate_args": extra,
-        "wall_s": time.time() - started,
-        "checkpoints": reports,
-    }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "regression" + ("_smoke" if args.smoke else "")
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.report_only:
+        result = json.loads((args.out_dir / f"{stem}.json").read_text())
+        reports = result["checkpoints"]
+    else:
+        extra = (SMOKE_ARGS if args.smoke else []) + list(args.evaluate_args)
+        started = time.time()
+        reports = {}
+        for i, checkpoint in enumerate(args.checkpoints):
+            reports[checkpoint] = run_checkpoint(checkpoint, i == 0 and not args.no_gp, extra)
+        result = {
+            "benchmark": "regression",
+            **machine_facts(torch.device("cpu")),
+            "smoke": args.smoke,
+            "evaluate_args": extra,
+            "wall_s": time.time() - started,
+            "checkpoints": reports,
+        }
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     text = summary_table(reports) + "\n\n" + markdown(reports) + "\n"
     (args.out_dir / f"{stem}.md").write_text(text)
     plot(reports, args.out_dir / f"{stem}.png")

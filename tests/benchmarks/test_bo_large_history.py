@@ -30,3 +30,9 @@ def test_smoke_times_steps_and_tracks_regret(tmp_path):
         assert (r["median_step_s"] > 0) == (method != "sobol")
     table = (tmp_path / "bo_large_history_smoke.md").read_text()
     assert "| hartmann6 | 120 | SingleTaskGP | - | infeasible |" in table
+
+    # --report-only redraws the table and plot from the JSON without running anything.
+    (tmp_path / "bo_large_history_smoke.png").unlink()
+    bo_large_history.main(["--smoke", "--report-only", "--out-dir", str(tmp_path)])
+    assert (tmp_path / "bo_large_history_smoke.md").read_text() == table
+    assert (tmp_path / "bo_large_history_smoke.png").is_file()

@@ -142,6 +142,31 @@ def summary_table(reports: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def by_kernel_and_n(reports: dict[str, dict[str, Any]]) -> str:
+    """Gaps and coverage averaged over d: one row per (kernel, n)."""
+    names = list(reports)
+    first = reports[names[0]]["cells"]
+    has_gp = first[0].get("gp_gap") is not None
+    head = ["kernel", "n"] + [f"{n} gap" for n in names] + (["SingleTaskGP gap"] if has_gp else [])
+    head += [f"{n} cov50 / cov90" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:" + "|---:" * (len(head) - 2) + "|"]
+
+    def mean(name: str, kernel: str, n: int, field: str) -> float:
+        cells = reports[name]["cells"]
+        return statistics.fmean(c[field] for c in cells if c["kernel"] == kernel and c["n"] == n)
+
+    for kernel, n in dict.fromkeys((c["kernel"], c["n"]) for c in first):
+        row = [kernel, str(n)] + [f"{mean(m, kernel, n, 'gap'):.3f}" for m in names]
+        if has_gp:
+            row.append(f"{mean(names[0], kernel, n, 'gp_gap'):.3f}")
+        row += [
+            f"{mean(m, kernel, n, 'cover50'):.2f} / {mean(m, kernel, n, 'cover90'):.2f}"
+            for m in names
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
     """Mean gap (over d) against n, one panel per kernel; coverage against n in the last."""
     import matplotlib
@@ -236,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         }
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = summary_table(reports) + "\n\n" + markdown(reports) + "\n"
+    text = "\n\n".join([summary_table(reports), by_kernel_and_n(reports), markdown(reports)])
+    text += "\n"
     (args.out_dir / f"{stem}.md").write_text(text)
     plot(reports, args.out_dir / f"{stem}.png")
     print(text)

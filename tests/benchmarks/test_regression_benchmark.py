@@ -24,7 +24,7 @@ def test_smoke_scores_both_checkpoints_and_the_gp_on_the_same_tasks(tmp_path):
     assert result["evaluate_args"][:2] == ["--kernels", "rbf"]
     table = (tmp_path / "regression_smoke.md").read_text()
     assert "| tnpkr-exact |" in table and "| SingleTaskGP (fitted by MLL) |" in table
-    assert "| rbf | 2 | 32 |" in table
+    assert "| rbf | 2 | 32 |" in table and "| rbf | 32 |" in table  # by cell, by (kernel, n)
     # --report-only redraws the same table from the JSON without evaluating anything.
     (tmp_path / "regression_smoke.png").unlink()
     regression.main(["--smoke", "--report-only", "--out-dir", str(tmp_path)])

@@ -326,7 +326,7 @@ def plot_timing(records: Sequence[dict[str, Any]], cap_s: float, title: str, pat
 # ----------------------------------------------------------------------------- regret
 def run_regret(args: argparse.Namespace) -> list[dict[str, Any]]:
     records = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for strategy in args.strategies:
             client = new_client(seed=seed)
             set_strategy(client, strategy, args, seed=seed)
@@ -434,6 +434,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cap-s", type=float, default=600.0, help="skip past this s per call")
     parser.add_argument("--seeds", type=int, default=None, help="regret seeds (5)")
     parser.add_argument("--trials", type=int, default=None, help="regret trials per run (30)")
+    parser.add_argument("--first-seed", type=int, default=0, help="first regret seed")
     parser.add_argument("--init", type=int, default=None, help="TNP-KR Sobol trials (5)")
     parser.add_argument("--num-restarts", type=int, default=None, help="default: Ax's (quick: 2)")
     parser.add_argument("--raw-samples", type=int, default=None, help="default: Ax's (quick: 32)")

@@ -63,6 +63,7 @@ from benchmarks._bo import (  # noqa: E402
     run_bo,
 )
 from benchmarks._measure import machine_facts  # noqa: E402
+from botorch_tnpkr.errors import CheckpointError  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_JSONL = RESULTS / "bo_regret.jsonl"
@@ -71,13 +72,16 @@ TARGET_MARGIN = 0.1  # TNP-KR's mean log10 regret may exceed the GP's by this mu
 
 # ----------------------------------------------------------------------------- records
 def checkpoint_sha(checkpoint: str) -> str:
-    """sha256 of the file TNPKRModel loads for a BO-suite history (``auto``: the exact one)."""
+    """sha256 of the file TNPKRModel loads for a BO-suite history (``auto``: the exact one).
+
+    Hashes the file itself, so that a checkpoint replaced while a runner is going is noticed.
+    """
     from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, resolve_checkpoint
     from botorch_tnpkr.checkpoints.registry import file_sha256
 
     name = DEFAULT_CHECKPOINT if checkpoint == "auto" else checkpoint
-    path, sha = resolve_checkpoint(name)
-    return sha or file_sha256(path)
+    path, _ = resolve_checkpoint(name)
+    return file_sha256(path)
 
 
 def run_key(record: dict[str, Any]) -> tuple:
@@ -165,7 +169,18 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.budget_minutes is not None and elapsed_min >= args.budget_minutes:
             print(f"budget of {args.budget_minutes} min spent: stopping", file=sys.stderr)
             break
-        record = run_bo(problem, method, acq, seed, args.iterations, options)
+        if method == "tnpkr" and checkpoint_sha(args.checkpoint) != sha:
+            print(
+                "the checkpoint file changed since this runner started: stopping (start it "
+                "again to continue with the new checkpoint)",
+                file=sys.stderr,
+            )
+            break
+        try:
+            record = run_bo(problem, method, acq, seed, args.iterations, options)
+        except CheckpointError as err:  # replaced while this run went on
+            print(f"stopping: {err}", file=sys.stderr)
+            break
         if method == "tnpkr":
             record["checkpoint_sha256"] = sha
         record.update(machine=facts, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -194,7 +209,11 @@ def select_records(records: list[dict[str, Any]], sha: str | None) -> list[dict[
     """One record per run (the longest), TNP-KR runs only of the checkpoint ``sha`` if given."""
     best: dict[tuple, dict[str, Any]] = {}
     for record in records:
-        if sha and record["method"] == "tnpkr" and record.get("checkpoint_sha256") != sha:
+        if (
+            sha
+            and record["method"] == "tnpkr"
+            and not (record.get("checkpoint_sha256") or "").startswith(sha)
+        ):
             continue
         key = run_key(record)
         if key not in best or record["iterations"] > best[key]["iterations"]:
@@ -413,7 +432,7 @@ def plot(summary: dict[str, Any], acq: str, noise: str, path: Path) -> bool:
 
 
 def report(args: argparse.Namespace) -> dict[str, Any]:
-    sha = None if args.all_checkpoints else checkpoint_sha(args.checkpoint)
+    sha = None if args.all_checkpoints else (args.checkpoint_sha or checkpoint_sha(args.checkpoint))
     records = load_records(args.results)
     selected = select_records(records, sha)
     summary = aggregate(selected)
@@ -474,6 +493,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--all-checkpoints",
         action="store_true",
         help="report TNP-KR runs of every checkpoint file, not only the current one",
+    )
+    parser.add_argument(
+        "--checkpoint-sha",
+        default=None,
+        help="report TNP-KR runs of the checkpoint file with this sha256 (a prefix will do)",
     )
     parser.add_argument("--smoke", action="store_true", help="Branin, 1 seed, 2 iterations")
     args = parser.parse_args(argv)

@@ -76,6 +76,38 @@ def run_checkpoint(checkpoint: str, with_gp: bool, extra: list[str]) -> dict[str
     return report
 
 
+def reuse_gp(report: dict[str, Any], earlier: dict[str, Any], extra: list[str]) -> None:
+    """Copy SingleTaskGP's scores from an earlier run on the same tasks into ``report``.
+
+    The GP's scores do not depend on the checkpoint; the tasks of a cell depend only on the
+    evaluation arguments, so these must match, and every cell's oracle score is checked.
+
+    Raises:
+        ValueError: Different evaluation arguments, cells or tasks, or no GP scores.
+    """
+    if earlier.get("evaluate_args") != extra:
+        raise ValueError(
+            f"--gp-from was run with {earlier.get('evaluate_args')}, this run uses {extra}."
+        )
+    donor = next(
+        (r for r in earlier["checkpoints"].values() if r["cells"][0].get("gp_ll") is not None),
+        None,
+    )
+    if donor is None:
+        raise ValueError("--gp-from holds no SingleTaskGP scores.")
+    scores = {cell_key(c): c for c in donor["cells"]}
+    cells = []
+    for cell in report["cells"]:
+        old = scores.get(cell_key(cell))
+        if old is None or abs(old["oracle_ll"] - cell["oracle_ll"]) > 1e-9:
+            raise ValueError(f"--gp-from has other tasks in cell {cell_key(cell)}.")
+        cell["gp_ll"], cell["gp_gap"] = old["gp_ll"], old["gp_gap"]
+        fields = {f: cell[f] for f in evaluate.CellResult.__dataclass_fields__}
+        cells.append(evaluate.CellResult(**fields))
+    report["summary"] = evaluate.summarise(cells)
+    report["gp_from"] = "earlier run (same tasks)"
+
+
 def cell_key(cell: dict[str, Any]) -> tuple[str, int, int]:
     return cell["kernel"], cell["dim"], cell["n"]
 
@@ -219,6 +251,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="names or paths (default: every shipped checkpoint, tnpkr-exact first)",
     )
     parser.add_argument("--no-gp", action="store_true", help="skip SingleTaskGP")
+    parser.add_argument(
+        "--gp-from",
+        type=Path,
+        default=None,
+        help="reuse SingleTaskGP's scores from an earlier regression JSON with the same "
+        "evaluation arguments (checked task by task) instead of fitting the GPs again",
+    )
     parser.add_argument("--smoke", action="store_true", help="1 task per cell on a subset")
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument(
@@ -249,8 +288,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         extra = (SMOKE_ARGS if args.smoke else []) + list(args.evaluate_args)
         started = time.time()
         reports = {}
+        score_gp = not args.no_gp and args.gp_from is None
         for i, checkpoint in enumerate(args.checkpoints):
-            reports[checkpoint] = run_checkpoint(checkpoint, i == 0 and not args.no_gp, extra)
+            reports[checkpoint] = run_checkpoint(checkpoint, i == 0 and score_gp, extra)
+        if args.gp_from is not None:
+            reuse_gp(reports[args.checkpoints[0]], json.loads(args.gp_from.read_text()), extra)
         result = {
             "benchmark": "regression",
             **machine_facts(torch.device("cpu")),

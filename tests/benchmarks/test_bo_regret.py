@@ -119,6 +119,7 @@ def test_reports_use_the_current_checkpoint_and_the_longest_run():
     short = fake("branin", "tnpkr", 0, [1.0, 0.1], iterations=1, sha="new")
     long = fake("branin", "tnpkr", 0, [1.0, 0.1, 0.01], sha="new")
     assert bo_regret.select_records([old, short, long], "new") == [long]
+    assert bo_regret.select_records([old, short, long], "ne") == [long]  # a sha prefix
     assert len(bo_regret.select_records([old, short, long], None)) == 2
 
 

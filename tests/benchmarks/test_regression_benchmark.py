@@ -30,3 +30,17 @@ def test_smoke_scores_both_checkpoints_and_the_gp_on_the_same_tasks(tmp_path):
     regression.main(["--smoke", "--report-only", "--out-dir", str(tmp_path)])
     assert (tmp_path / "regression_smoke.md").read_text() == table
     assert (tmp_path / "regression_smoke.png").is_file()
+
+
+def test_gp_scores_are_reused_only_for_the_same_tasks(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    regression.main(["--smoke", "--out-dir", str(first)])
+    earlier = first / "regression_smoke.json"
+    regression.main(["--smoke", "--out-dir", str(second), "--gp-from", str(earlier)])
+    table = (first / "regression_smoke.md").read_text()
+    assert (second / "regression_smoke.md").read_text() == table  # no GP fitted, same result
+    data = json.loads(earlier.read_text())
+    data["checkpoints"]["tnpkr-exact"]["cells"][1]["oracle_ll"] += 0.5  # other tasks
+    earlier.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="other tasks in cell"):
+        regression.main(["--smoke", "--out-dir", str(second), "--gp-from", str(earlier)])

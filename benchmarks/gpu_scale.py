@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks._measure import machine_facts  # noqa: E402
 from benchmarks.attention_scaling import PeakMemory, make_inputs, pick_device  # noqa: E402
-from botorch_tnpkr.checkpoints import load_checkpoint  # noqa: E402
+from botorch_tnpkr.checkpoints import checkpoint_info, load_checkpoint  # noqa: E402
 from botorch_tnpkr.nn import TNPKR  # noqa: E402
 from botorch_tnpkr.nn.attention.exact import ExactAttention  # noqa: E402
 
@@ -118,6 +118,7 @@ def run_config(
     record: dict[str, Any] = {
         "backend": backend,
         "checkpoint": BACKENDS[backend],
+        "checkpoint_step": checkpoint_info(BACKENDS[backend]).get("step"),
         "precision": precision,
         "nc": nc,
         "nt": nt,

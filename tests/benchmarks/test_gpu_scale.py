@@ -14,7 +14,7 @@ def test_smoke_on_cpu_times_both_backends_and_both_precisions(tmp_path):
     rows = {(r["backend"], r["precision"]): r for r in saved["results"]}
     assert set(rows) == {(b, p) for b in ("scan", "dka") for p in ("float32", "bf16")}
     for (_, precision), r in rows.items():
-        assert r["status"] == "ok" and r["finite"]
+        assert r["status"] == "ok" and r["finite"] and r["checkpoint_step"] > 0
         assert r["encode_s"] > 0 and r["predict_s"] > 0
         assert r["total_s"] == r["encode_s"] + r["predict_s"]
         assert ("vs_float32" in r) == (precision == "bf16")

@@ -218,7 +218,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="one tiny setting (seconds)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
+    try:
+        return _run(args)
+    finally:
+        torch.set_default_dtype(previous)  # callers (the tests) keep their default
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     net = load_checkpoint(args.checkpoint).double().eval()
     net.requires_grad_(False)
     settings = [(d, n, noise, False) for d in (1, 3) for n in (16, 64) for noise in (1e-4, 1e-2)]

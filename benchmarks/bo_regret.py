@@ -125,6 +125,15 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def finished_runs(path: Path) -> dict[tuple, int]:
+    """Iterations of every finished run in the results file, by ``run_key``."""
+    done: dict[tuple, int] = {}
+    for record in load_records(path):
+        key = run_key(record)
+        done[key] = max(done.get(key, 0), record["iterations"])
+    return done
+
+
 def planned_runs(args: argparse.Namespace) -> Iterable[tuple[str, str, str, int, str]]:
     """(acq, noise, function, seed, method), seed by seed so partial suites stay balanced."""
     for acq in args.acq:
@@ -141,10 +150,7 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
         num_restarts=args.num_restarts, raw_samples=args.raw_samples, checkpoint=args.checkpoint
     )
     sha = checkpoint_sha(args.checkpoint)
-    done = {}
-    for record in load_records(args.results):
-        key = run_key(record)
-        done[key] = max(done.get(key, 0), record["iterations"])
+    done = finished_runs(args.results)
     facts = machine_facts(torch.device("cpu"))
     started = time.monotonic()
     new: list[dict[str, Any]] = []
@@ -162,6 +168,8 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
             "n_init": 2 * problem.dim + 2,
             "checkpoint_sha256": sha,
         }
+        if done.get(run_key(probe), -1) < args.iterations:
+            done = finished_runs(args.results)  # another runner may have done it meanwhile
         if done.get(run_key(probe), -1) >= args.iterations:
             skipped += 1
             continue

@@ -62,8 +62,9 @@ def test_smoke_runs_every_acquisition_and_variant_and_resumes(tmp_path, capsys):
     assert "budget of 0.0 min spent" in capsys.readouterr().err
 
 
-def fake(function, method, seed, regret, iterations=2, model_s=1.0, sha="abc"):
+def fake(function, method, seed, regret, iterations=2, model_s=1.0, sha="abc", hour=0):
     return {
+        "finished": f"2026-01-01T{hour:02d}:00:00",
         "function": function,
         "noise": "noiseless",
         "acq": "logei",
@@ -112,6 +113,12 @@ def test_aggregate_pairs_seeds_truncates_iterations_and_checks_the_target():
     worse = [fake("branin", "tnpkr", 0, [1.0, 1.0, 1.0], model_s=9.0), records[2]]
     (suite,) = bo_regret.aggregate(worse)["suite"]
     assert suite["target_regret"] == "NOT met" and suite["target_model_time"] == "NOT met"
+    # Model time is only compared between runs made close in time (the same machine load).
+    apart = [fake("branin", "tnpkr", 0, [1.0, 1.0, 1.0], model_s=0.1, hour=5), records[2]]
+    (suite,) = bo_regret.aggregate(apart)["suite"]
+    assert suite["side_by_side_pairs"] == 0
+    assert suite["target_model_time"].startswith("not judged")
+    assert suite["model_s"]["tnpkr"] < suite["model_s"]["gp"]  # yet the sums are reported
 
 
 def test_reports_use_the_current_checkpoint_and_the_longest_run():

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 from botorch_tnpkr.errors import TNPKRError
@@ -42,6 +41,7 @@ from botorch_tnpkr.priors import (
     sample_tasks,
 )
 from botorch_tnpkr.priors.sampler import TaskBatch
+from botorch_tnpkr.priors.standardize import standardize_context
 
 EVAL_SEED = 7_777
 # z-values of central 50% and 90% intervals.
@@ -83,22 +83,6 @@ class CellResult:
     @property
     def gp_gap(self) -> float | None:
         return None if self.gp_ll is None else self.oracle_ll - self.gp_ll
-
-
-def standardize_context(yc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Standardise `B x nC` context values as BoTorch's ``Standardize`` does.
-
-    Returns the standardised values, the mean `B x 1` and the standard deviation `B x 1`
-    (1 for fewer than two points or constant values).
-    """
-    n = yc.shape[-1]
-    if n == 0:
-        ones = yc.new_ones(yc.shape[0], 1)
-        return yc, ones * 0, ones
-    loc = yc.mean(-1, keepdim=True)
-    scale = yc.std(-1, keepdim=True) if n > 1 else torch.ones_like(loc)
-    scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
-    return (yc - loc) / scale, loc, scale
 
 
 def _network_scores(model: TNPKR, batch: TaskBatch) -> tuple[float, float, float]:

@@ -18,6 +18,7 @@ from botorch_tnpkr.priors.oracle import (
     gp_posterior,
 )
 from botorch_tnpkr.priors.sampler import PriorConfig, TaskBatch, sample_hyper, sample_tasks
+from botorch_tnpkr.priors.standardize import standardize_batch, standardize_context
 
 __all__ = [
     "KERNELS",
@@ -35,4 +36,6 @@ __all__ = [
     "register_kernel",
     "sample_hyper",
     "sample_tasks",
+    "standardize_batch",
+    "standardize_context",
 ]

@@ -3,6 +3,8 @@
 Examples:
     python -m botorch_tnpkr.train --preset exact-small --run-dir runs/exact-small --threads 1
     python -m botorch_tnpkr.train --preset exact-small --run-dir runs/exact-small --resume
+    python -m botorch_tnpkr.train --preset exact-std --run-dir runs/exact-std \
+        --init-from runs/exact-small/latest.safetensors
     torchrun --nproc_per_node 2 -m botorch_tnpkr.train --preset tiny --run-dir runs/ddp
 """
 
@@ -31,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared machine)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the kernel bias")
+    parser.add_argument(
+        "--init-from",
+        help="fine-tune: start from this network (a shipped name or a .safetensors path) "
+        "instead of a random initialisation; ignored with --resume",
+    )
     return parser
 
 
@@ -48,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             progress=not args.no_progress,
             compile=args.compile,
+            init_from=args.init_from,
         )
         result = train(get_preset(args.preset), options)
     except TNPKRError as err:

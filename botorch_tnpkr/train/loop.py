@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from botorch_tnpkr.errors import CheckpointError, ConfigError
 from botorch_tnpkr.nn import TNPKR, TNPKRConfig, save_network
-from botorch_tnpkr.priors import TaskBatch, sample_tasks
+from botorch_tnpkr.priors import TaskBatch, sample_tasks, standardize_batch
 from botorch_tnpkr.train.objective import oracle_gap
 from botorch_tnpkr.train.presets import TrainPreset
 from botorch_tnpkr.train.state import STATE_FILE, load_state, save_state
@@ -116,17 +116,22 @@ def validation_set(preset: TrainPreset) -> list[TaskBatch]:
     sizes = [0, 8, 32, 128, preset.prior.max_context]
     out = []
     for i in range(preset.val_batches):
-        out.append(
-            sample_tasks(
-                preset.prior,
-                preset.batch_size,
-                gen,
-                dim=dims[i % len(dims)],
-                num_context=min(sizes[i % len(sizes)], preset.prior.max_context),
-                bo_shaped=(i % 3 == 2),
-            )
+        batch = sample_tasks(
+            preset.prior,
+            preset.batch_size,
+            gen,
+            dim=dims[i % len(dims)],
+            num_context=min(sizes[i % len(sizes)], preset.prior.max_context),
+            bo_shaped=(i % 3 == 2),
         )
+        out.append(standardize_batch(batch) if preset.standardize else batch)
     return out
+
+
+def training_batch(preset: TrainPreset, gen: torch.Generator, cap: int) -> TaskBatch:
+    """One step's tasks (contexts up to ``cap`` points), as the preset presents them."""
+    batch = sample_tasks(preset.prior, preset.batch_size, gen, max_context=cap)
+    return standardize_batch(batch) if preset.standardize else batch
 
 
 def _to(batch: TaskBatch, device: torch.device) -> TaskBatch:
@@ -291,7 +296,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
                 group["lr"] = lr_at(step, preset, total)
             gen = batch_generator(options.seed, step, rank)
             cap = context_cap(step, preset, total)
-            batch = _to(sample_tasks(preset.prior, preset.batch_size, gen, max_context=cap), device)
+            batch = _to(training_batch(preset, gen, cap), device)
             known = float(torch.rand((), generator=gen)) < preset.known_noise_prob
             yvar = batch.noise.expand_as(batch.yc) if known else None
             with autocast:
@@ -301,7 +306,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
                 pred.fvar.float(),
                 pred.noise_var.float(),
             )
-            losses = oracle_gap(pred, batch, preset.f_weight)
+            losses = oracle_gap(pred, batch, preset.f_weight, preset.gap_cap)
             optimizer.zero_grad(set_to_none=True)
             losses.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.clip)

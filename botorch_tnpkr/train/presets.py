@@ -31,6 +31,11 @@ class TrainPreset:
         curriculum_frac: Fraction of ``total_steps`` the context curriculum takes.
         known_noise_prob: Probability that a batch passes its true noise variance as ``yvar``.
         f_weight: Weight of the noiseless-target term of the loss (the noisy term has 1).
+        standardize: Present every task as ``TNPKRModel`` with its default ``Standardize``
+            outcome transform does: the context scaled to sample mean 0 and standard
+            deviation 1 (targets and oracle moved with it). Validation uses the same view.
+        gap_cap: Soft cap of each task's gap in the loss (``objective.soft_cap``); None
+            minimises the plain mean.
         val_every: Steps between validations.
         val_batches: Batches in the fixed validation set.
     """
@@ -49,6 +54,8 @@ class TrainPreset:
     curriculum_frac: float = 0.2
     known_noise_prob: float = 0.25
     f_weight: float = 1.0
+    standardize: bool = False
+    gap_cap: float | None = None
     val_every: int = 1_000
     val_batches: int = 32
     extra: dict[str, Any] = field(default_factory=dict)
@@ -82,6 +89,21 @@ PRESETS: dict[str, TrainPreset] = {
         name="dka-small",
         model=_BASE_MODEL.replace(attention="dka"),
         prior=PriorConfig(max_context=512),
+    ),
+    # Fine-tunes exact-small's weights (``--init-from``) on tasks as deployment presents them:
+    # standardised contexts (at n <= 8 the raw scale taught the network what Standardize
+    # hides) and contexts up to 512 points (the largest size the evaluation scores).
+    "exact-std": TrainPreset(
+        name="exact-std",
+        model=_BASE_MODEL,
+        prior=PriorConfig(max_context=512),
+        total_steps=8_000,
+        lr=3e-4,
+        warmup_steps=200,
+        context_start=256,
+        curriculum_frac=0.3,
+        standardize=True,
+        gap_cap=5.0,
     ),
 }
 

@@ -194,6 +194,47 @@ def evaluate_cell(
     )
 
 
+def read_gp_scores(path: Path) -> dict[tuple[str, int, int], tuple[float, float]]:
+    """SingleTaskGP scores of an earlier evaluation report (``--out``'s JSON), by cell.
+
+    Returns ``{(kernel, d, n): (oracle_ll, gp_ll)}``. The GP's score does not depend on the
+    checkpoint, and a cell's tasks depend only on the evaluation's arguments and the
+    network's ``max_dim``; the oracle's score identifies them when the scores are reused.
+
+    Raises:
+        TNPKRError: Unreadable file or no SingleTaskGP scores in it.
+    """
+    try:
+        cells = json.loads(Path(path).read_text())["cells"]
+        scores = {
+            (c["kernel"], int(c["dim"]), int(c["n"])): (float(c["oracle_ll"]), float(c["gp_ll"]))
+            for c in cells
+            if c.get("gp_ll") is not None
+        }
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TNPKRError(f"--gp-from {str(path)!r} is not an evaluation report: {err}") from err
+    if not scores:
+        raise TNPKRError(f"--gp-from {str(path)!r} holds no SingleTaskGP scores.")
+    return scores
+
+
+def reuse_gp_score(
+    cell: CellResult, scores: dict[tuple[str, int, int], tuple[float, float]]
+) -> CellResult:
+    """``cell`` with the SingleTaskGP score of the same cell in ``scores``.
+
+    Raises:
+        TNPKRError: The cell is missing or its tasks differ (another oracle score).
+    """
+    old = scores.get((cell.kernel, cell.dim, cell.n))
+    if old is None or abs(old[0] - cell.oracle_ll) > 1e-9 * max(1.0, abs(old[0])):
+        raise TNPKRError(
+            f"--gp-from has no scores for the tasks of cell ({cell.kernel}, d={cell.dim}, "
+            f"n={cell.n}); it must come from a run with the same --tasks, --targets and --seed."
+        )
+    return dataclasses.replace(cell, gp_ll=old[1])
+
+
 def summarise(cells: list[CellResult]) -> dict[str, Any]:
     gaps = [c.gap for c in cells]
     out: dict[str, Any] = {
@@ -261,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path, help="write <out>.json and <out>.md")
+    parser.add_argument(
+        "--gp-from",
+        type=Path,
+        help="reuse SingleTaskGP scores from an earlier report (its JSON) on the same tasks",
+    )
     return parser
 
 
@@ -285,16 +331,26 @@ def main(argv: list[str] | None = None) -> int:
         too_big = [d for d in dims if not 1 <= d <= model.config.max_dim]
         if too_big:
             raise TNPKRError(f"--dims {too_big} outside 1..max_dim={model.config.max_dim}.")
+        gp_scores = None
+        if args.gp_from is not None and not args.no_gp:
+            gp_scores = read_gp_scores(args.gp_from)
     except (TNPKRError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    fit_gp = not args.no_gp and gp_scores is None
     cells = []
     for kernel in kernels:
         for dim in dims:
             for n in sizes:
                 cell = evaluate_cell(
-                    model, kernel, dim, n, args.tasks, args.targets, not args.no_gp, args.seed
+                    model, kernel, dim, n, args.tasks, args.targets, fit_gp, args.seed
                 )
+                if gp_scores is not None:
+                    try:
+                        cell = reuse_gp_score(cell, gp_scores)
+                    except TNPKRError as err:
+                        print(f"error: {err}", file=sys.stderr)
+                        return 2
                 cells.append(cell)
                 gp = "" if cell.gp_gap is None else f" gp_gap={cell.gp_gap:.3f}"
                 print(
@@ -304,8 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "summary": summarise(cells),
+        "evaluate_args": {"tasks": args.tasks, "targets": args.targets, "seed": args.seed},
         "cells": [dict(c.__dict__, gap=c.gap, gp_gap=c.gp_gap) for c in cells],
     }
+    if gp_scores is not None:
+        report["gp_from"] = str(args.gp_from)
     trained = None if args.no_extrapolation else _trained_context(args.checkpoint)
     if trained:
         gaps = {}

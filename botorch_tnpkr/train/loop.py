@@ -16,7 +16,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from botorch_tnpkr.errors import CheckpointError, ConfigError
-from botorch_tnpkr.nn import TNPKR, TNPKRConfig, save_network
+from botorch_tnpkr.nn import TNPKR, TNPKRConfig, read_metadata, save_network
 from botorch_tnpkr.priors import TaskBatch, sample_tasks, standardize_batch
 from botorch_tnpkr.train.objective import oracle_gap
 from botorch_tnpkr.train.presets import TrainPreset
@@ -160,9 +160,15 @@ def validate(model: TNPKR, batches: list[TaskBatch], device: torch.device) -> di
     return {"val_gap_f": gap_f, "val_gap_y": gap_y}
 
 
-def _load_initial_weights(model: TNPKR, checkpoint: str | os.PathLike, preset: TrainPreset) -> None:
-    """Copy the weights of a pretrained network into ``model`` (fine-tuning)."""
+def _load_initial_weights(model: TNPKR, checkpoint: str | os.PathLike, preset: TrainPreset) -> str:
+    """Copy the weights of a pretrained network into ``model`` (fine-tuning).
+
+    Returns a one-line description of the source (name, preset, step, training hours) that
+    the run stores in its state and exported files, so that model cards can say what a
+    fine-tuned network started from.
+    """
     from botorch_tnpkr.checkpoints import load_checkpoint
+    from botorch_tnpkr.checkpoints.registry import resolve_checkpoint
 
     source = load_checkpoint(checkpoint)
     if source.config != preset.model:
@@ -172,6 +178,13 @@ def _load_initial_weights(model: TNPKR, checkpoint: str | os.PathLike, preset: T
             "model=load_checkpoint(...).config to fine-tune it."
         )
     model.load_state_dict(source.state_dict())
+    extra = read_metadata(resolve_checkpoint(checkpoint)[0])["extra"]
+    extra = extra if isinstance(extra, dict) else {}
+    hours = float(extra.get("train_seconds") or 0.0) / 3600
+    return (
+        f"{checkpoint} (preset {extra.get('preset', '?')}, step {extra.get('step', '?')}, "
+        f"{hours:.2f} h of training)"
+    )
 
 
 class _StopFlag:
@@ -208,8 +221,9 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
     torch.manual_seed(options.seed)
     model = TNPKR(preset.model).to(device)
     ema_model = TNPKR(preset.model).to(device)
+    init_note = None
     if options.init_from is not None and not options.resume:
-        _load_initial_weights(model, options.init_from, preset)
+        init_note = _load_initial_weights(model, options.init_from, preset)
     ema_model.load_state_dict(model.state_dict())
     ema_model.requires_grad_(False)
     optimizer = torch.optim.AdamW(
@@ -232,6 +246,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
         train_seconds = float(state["train_seconds"])
         best_val = float(state["best_val"])
         options.seed = int(state["seed"])
+        init_note = state.get("init_from")
         total = options.total_steps or int(state["total_steps"])
     elif state_path.exists():
         raise CheckpointError(
@@ -259,6 +274,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
             "best_val_gap_y": best_val,
             "world_size": world,
             "device": str(device),
+            **({"init_from": init_note} if init_note else {}),
         }
 
     def save() -> None:

@@ -42,6 +42,17 @@ def _card(name: str, meta: dict[str, Any], report: dict[str, Any], table: str, c
         "project's 2-core CPU machine, one torch thread (shared with other work)",
         "- objective: expected NLL under the oracle GP's predictive of the noiseless and the "
         "noisy targets (a KL to the Bayes-optimal predictor); AdamW, clip, EMA weights exported",
+        *([f"- fine-tuned from {extra['init_from']}"] if extra.get("init_from") else []),
+        *(
+            [
+                f"- recipe: {preset.batch_size} tasks per step, peak lr {preset.lr:g}, contexts "
+                f"up to {preset.prior.max_context} points, contexts standardised as "
+                f"deployment does: {'yes' if preset.standardize else 'no'}, per-task gap cap: "
+                f"{preset.gap_cap if preset.gap_cap is not None else 'none'}"
+            ]
+            if preset is not None
+            else []
+        ),
         f"- best validation gap (noisy targets, nats/point): {extra.get('best_val_gap_y'):.4f}"
         if isinstance(extra.get("best_val_gap_y"), float)
         else "- best validation gap: n/a",
@@ -62,7 +73,13 @@ def _card(name: str, meta: dict[str, Any], report: dict[str, Any], table: str, c
     lines += [
         "",
         "## Evaluation against the oracle GP",
-        f"Command: `{cmd}`",
+        f"Command: `{cmd}`"
+        + (
+            f" (SingleTaskGP scores reused from `{report['gp_from']}`, same tasks, checked by"
+            " the oracle's score of every cell)"
+            if report.get("gp_from")
+            else ""
+        ),
         "",
         f"- mean gap to the oracle: **{s['mean_gap']:.3f}** nats per target point "
         f"(SingleTaskGP: {s.get('gp_mean_gap', float('nan')):.3f})",
@@ -91,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gp", action="store_true")
     parser.add_argument("--sizes", default="8,32,128,512", help="context sizes to evaluate")
     parser.add_argument(
+        "--gp-from",
+        type=Path,
+        help="reuse SingleTaskGP scores from an earlier evaluation report on the same tasks",
+    )
+    parser.add_argument(
         "--dest", type=Path, default=CHECKPOINT_DIR, help="checkpoint folder (the package's)"
     )
     args = parser.parse_args(argv)
@@ -113,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_args += ["--dims", dims, "--sizes", args.sizes]
     if args.no_gp:
         eval_args.append("--no-gp")
+    elif args.gp_from is not None:
+        eval_args += ["--gp-from", str(args.gp_from)]
     if evaluate_main(eval_args) != 0:
         return 2
     report = json.loads(out.with_suffix(".json").read_text())

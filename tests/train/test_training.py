@@ -180,3 +180,46 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     assert ship(args) == 1  # the same network is not better than itself
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(dest / "t.safetensors", sha256="0" * 64)
+
+
+def test_evaluate_reuses_gp_scores_of_the_same_tasks(tmp_path: Path) -> None:
+    from botorch_tnpkr.evaluate import main
+
+    train(get_preset("tiny"), _opts(tmp_path / "run", stop_after=2))
+    net = str(tmp_path / "run" / "latest.safetensors")
+    base = ["--checkpoint", net, "--kernels", "rbf", "--dims", "1", "--sizes", "4,8"]
+    base += ["--tasks", "2", "--targets", "8", "--no-extrapolation"]
+    assert main([*base, "--out", str(tmp_path / "fitted")]) == 0
+    fitted = json.loads((tmp_path / "fitted.json").read_text())
+    args = [*base, "--out", str(tmp_path / "reused"), "--gp-from", str(tmp_path / "fitted.json")]
+    assert main(args) == 0
+    reused = json.loads((tmp_path / "reused.json").read_text())
+    assert reused["gp_from"] == str(tmp_path / "fitted.json")
+    for a, b in zip(fitted["cells"], reused["cells"], strict=True):
+        assert a["gp_ll"] == b["gp_ll"] and a["model_ll"] == b["model_ll"]
+    assert reused["summary"] == fitted["summary"]
+    # Other tasks (another seed), a report without GP scores or no report at all: exit 2.
+    assert main([*args, "--seed", "7"]) == 2
+    assert main([*base, "--no-gp", "--out", str(tmp_path / "nogp")]) == 0
+    assert main([*base, "--gp-from", str(tmp_path / "nogp.json")]) == 2
+    assert main([*base, "--gp-from", str(tmp_path / "missing.json")]) == 2
+
+
+def test_fine_tuned_network_records_its_source(tmp_path: Path) -> None:
+    from botorch_tnpkr.train.ship import main as ship
+
+    preset = get_preset("tiny")
+    train(preset, _opts(tmp_path / "base", stop_after=2))
+    source = tmp_path / "base" / "latest.safetensors"
+    train(preset, _opts(tmp_path / "ft", stop_after=2, init_from=source))
+    note = read_metadata(tmp_path / "ft" / "latest.safetensors")["extra"]["init_from"]
+    assert str(source) in note and "step 2" in note
+    train(preset, _opts(tmp_path / "ft", stop_after=3, resume=True))  # survives a resume
+    assert read_metadata(tmp_path / "ft" / "latest.safetensors")["extra"]["init_from"] == note
+    dest = tmp_path / "ckpts"
+    dest.mkdir()
+    args = ["--run-dir", str(tmp_path / "ft"), "--name", "t", "--file", "latest.safetensors"]
+    args += ["--tasks", "2", "--no-gp", "--sizes", "4", "--dest", str(dest)]
+    assert ship(args) == 0
+    card = (dest / "t.md").read_text()
+    assert f"fine-tuned from {note}" in card and "contexts standardised" in card

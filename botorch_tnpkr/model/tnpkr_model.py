@@ -33,7 +33,9 @@ The input transform is learnt at construction; the history is encoded with
 ``input_transform.preprocess_transform`` and test points go through ``transform_inputs``
 inside ``posterior``. ``_set_transformed_inputs`` / ``_revert_to_original_inputs`` are no-ops
 (there are no GPyTorch ``train_inputs`` to swap, and the stored history is never transformed
-in place, so nothing is transformed twice and ``eval()`` does not warn).
+in place, so nothing is transformed twice and ``eval()`` does not warn). Parameters of a
+transform (``Warp``'s concentrations) are constants, as the network's weights are: there is no
+fitting step, and the cached encoding holds no autograd graph into them.
 
 State dict. The network weights and the transforms' state are in the state dict, the
 history is not, so a state dict from a model on ``n`` points loads into one on ``n - 1``
@@ -275,7 +277,19 @@ class TNPKRModel(Model, FantasizeMixin):
         return X_tf, Y_tf, Yvar_tf
 
     def _encode(self) -> ContextCache:
-        """Encode the history once; differentiable in it (fantasies carry gradients)."""
+        """Encode the history once; differentiable in it (fantasies carry gradients).
+
+        Only the history's tensors are tracked: the network is frozen and the transforms'
+        parameters (e.g. ``Warp``'s concentrations) are constants of a model without a
+        fitting step. A cache tied to a graph into them would live as long as the model,
+        so a second ``backward`` through it would fail and ``deepcopy`` would refuse it.
+        """
+        history = (self.train_X, self.train_Y, self.train_Yvar)
+        track = any(t is not None and t.requires_grad for t in history)
+        with torch.set_grad_enabled(track and torch.is_grad_enabled()):
+            return self._encode_history()
+
+    def _encode_history(self) -> ContextCache:
         X_tf, Y_tf, Yvar_tf = self._transformed_history()
         xc, yc, yvar = contexts(X_tf, Y_tf, Yvar_tf)
         spread = context_spread(yc)

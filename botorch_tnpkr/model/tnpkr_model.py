@@ -118,6 +118,7 @@ class TNPKRModel(Model, FantasizeMixin):
 
     _num_outputs: int
     _input_dim: int
+    _transformed_dim: int
     _cache: ContextCache | None
     _mean_noise: Tensor | None
 
@@ -291,6 +292,7 @@ class TNPKRModel(Model, FantasizeMixin):
 
     def _encode_history(self) -> ContextCache:
         X_tf, Y_tf, Yvar_tf = self._transformed_history()
+        self._transformed_dim = X_tf.shape[-1]
         xc, yc, yvar = contexts(X_tf, Y_tf, Yvar_tf)
         spread = context_spread(yc)
         yc = yc / spread.unsqueeze(-1)
@@ -339,6 +341,9 @@ class TNPKRModel(Model, FantasizeMixin):
         cache = self._context()
         *x_batch, q, _ = X_tf.shape
         out_batch = broadcast_batch("X", torch.Size(x_batch), self.batch_shape)
+        if q == 0 or 0 in out_batch:  # legal in BoTorch: an empty posterior
+            empty = X_tf.new_zeros(*out_batch, q, self.num_outputs)
+            return empty, empty, empty
         layout = QueryLayout.build(out_batch, self.batch_shape, q, self.num_outputs)
         xt = layout.fold(X_tf)
 
@@ -372,6 +377,30 @@ class TNPKRModel(Model, FantasizeMixin):
             )
         return noise.to(dtype=self.train_X.dtype, device=self.train_X.device).expand(shape)
 
+    def _transform_test_inputs(self, X: Tensor) -> Tensor:
+        """``transform_inputs(X)``, checked against the transformed history's columns.
+
+        Transforms may change ``d`` and ``q`` on test points only (``AppendFeatures``
+        appends the environmental columns the history already holds; ``InputPerturbation``
+        turns each point into ``n_w``), so ``d`` is checked after the transform.
+        """
+        try:
+            X_tf = self.transform_inputs(X)
+        except (RuntimeError, IndexError, BotorchTensorDimensionError) as err:
+            if X.shape[-1] == self._input_dim:
+                raise
+            raise BotorchTensorDimensionError(
+                f"X has d={X.shape[-1]} input columns, which the input transform does not "
+                f"accept; the model was built on d={self._input_dim} ({err})."
+            ) from err
+        if X_tf.shape[-1] != self._transformed_dim:
+            raise BotorchTensorDimensionError(
+                f"X has d={X.shape[-1]} input columns, d={X_tf.shape[-1]} after the input "
+                f"transform; the model's history has d={self._transformed_dim} after the "
+                f"input transform (train_X has d={self._input_dim})."
+            )
+        return X_tf
+
     @staticmethod
     def _distribution(mean: Tensor, var: Tensor) -> MultivariateNormal:
         if mean.shape[-1] == 1:
@@ -404,9 +433,10 @@ class TNPKRModel(Model, FantasizeMixin):
             outcome transform (``Log``) what its ``untransform_posterior`` returns.
         """
         self.eval()
-        check_test_inputs(X, self._input_dim, self.train_X.dtype)
+        has_transform = hasattr(self, "input_transform")
+        check_test_inputs(X, None if has_transform else self._input_dim, self.train_X.dtype)
         idcs = check_output_indices(output_indices, self.num_outputs)
-        X_tf = self.transform_inputs(X)
+        X_tf = self._transform_test_inputs(X) if has_transform else X
         mean, var, noise_var = self._predict(X_tf)
         noise = None
         if isinstance(observation_noise, bool):

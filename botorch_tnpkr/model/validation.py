@@ -103,15 +103,18 @@ def check_training_data(train_X: Tensor, train_Y: Tensor, train_Yvar: Tensor | N
             raise InputDataError("train_Yvar contains negative variances.")
 
 
-def check_test_inputs(X: Tensor, input_dim: int, dtype: torch.dtype) -> None:
-    """Check the ``X`` of ``posterior``: `batch_shape x q x d`, the model's dtype, finite."""
+def check_test_inputs(X: Tensor, input_dim: int | None, dtype: torch.dtype) -> None:
+    """Check the ``X`` of ``posterior``: `batch_shape x q x d`, the model's dtype, finite.
+
+    ``input_dim=None`` leaves ``d`` to the caller (an input transform may change it).
+    """
     _check_tensor("X", X)
     if X.dim() < 2:
+        with_d = "" if input_dim is None else f" with d={input_dim}"
         raise BotorchTensorDimensionError(
-            f"X must have shape `q x d` or `batch_shape x q x d` with d={input_dim}, got "
-            f"{tuple(X.shape)}."
+            f"X must have shape `q x d` or `batch_shape x q x d`{with_d}, got {tuple(X.shape)}."
         )
-    if X.shape[-1] != input_dim:
+    if input_dim is not None and X.shape[-1] != input_dim:
         raise BotorchTensorDimensionError(
             f"X has d={X.shape[-1]} input columns; the model was built on d={input_dim}."
         )

@@ -11,7 +11,14 @@ import copy
 
 import pytest
 import torch
-from botorch.models.transforms.input import ChainedInputTransform, Normalize, Warp
+from botorch.exceptions.errors import BotorchTensorDimensionError
+from botorch.models.transforms.input import (
+    AppendFeatures,
+    ChainedInputTransform,
+    InputPerturbation,
+    Normalize,
+    Warp,
+)
 
 from botorch_tnpkr import TNPKRModel
 from botorch_tnpkr.model.dedupe import carries_grad
@@ -70,3 +77,50 @@ def test_input_transform_with_parameters_does_not_tie_the_cache_to_a_graph(exact
     twin = copy.deepcopy(model)
     X = offset + scale * _X(4, 1, 2)
     torch.testing.assert_close(twin.posterior(X).mean, model.posterior(X).mean)
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_empty_q_batch_gives_an_empty_posterior(exact_path, m):
+    """``X`` of `batch x 0 x d` is legal in BoTorch (``SingleTaskGP`` answers it)."""
+    train_X, train_Y = make_data(n=8, d=2, m=m, batch=(2,))
+    model = TNPKRModel(train_X, train_Y, checkpoint=exact_path)
+    post = model.posterior(torch.zeros(3, 2, 0, 2, dtype=torch.float64), observation_noise=True)
+    assert post.mean.shape == post.variance.shape == torch.Size([3, 2, 0, m])
+    assert post.rsample(torch.Size([4])).shape == torch.Size([4, 3, 2, 0, m])
+
+
+def test_input_transforms_that_change_the_test_points(exact_path):
+    """``AppendFeatures`` (test points get the environmental columns of the history
+    appended, as in robust BO) and ``InputPerturbation`` (each test point becomes ``n_w``
+    perturbed points): the posterior is over the transformed points, as for BoTorch's GPs."""
+    train_X, train_Y = make_data(n=10, d=3)
+    features = _X(4, 1, seed=2)
+    model = TNPKRModel(
+        train_X,
+        train_Y,
+        input_transform=AppendFeatures(feature_set=features),
+        checkpoint=exact_path,
+    )
+    plain = TNPKRModel(train_X, train_Y, checkpoint=exact_path)
+    X = _X(5, 2, 2)  # two columns: the third is appended
+    post = model.posterior(X)
+    assert post.mean.shape == torch.Size([5, 8, 1])
+    full = torch.cat([X.repeat_interleave(4, dim=-2), features.repeat(5, 2, 1)], dim=-1)
+    torch.testing.assert_close(post.mean, plain.posterior(full).mean)
+    with pytest.raises(BotorchTensorDimensionError, match="input transform"):
+        model.posterior(_X(5, 2, 1))
+    with pytest.raises(BotorchTensorDimensionError, match="d=3"):
+        plain.posterior(X)
+
+    perturbations = 0.01 * _X(3, 3, seed=4)
+    model = TNPKRModel(
+        train_X,
+        train_Y,
+        input_transform=InputPerturbation(perturbations),
+        checkpoint=exact_path,
+    )
+    X = _X(5, 2, 3)
+    post = model.posterior(X)
+    assert post.mean.shape == torch.Size([5, 6, 1])
+    shifted = (X.unsqueeze(-2) + perturbations).reshape(5, 6, 3)
+    torch.testing.assert_close(post.mean, plain.posterior(shifted).mean)

@@ -37,6 +37,11 @@ in place, so nothing is transformed twice and ``eval()`` does not warn). Paramet
 transform (``Warp``'s concentrations) are constants, as the network's weights are: there is no
 fitting step, and the cached encoding holds no autograd graph into them.
 
+Inputs far outside the unit cube. The history warns (``InputDataWarning``) as in BoTorch's
+models; test points do not. Transformed inputs are clamped to ``[-1e6, 1e6]``, where the
+network's prediction has saturated to its far-field value (larger magnitudes overflow in
+float32), so any finite input gives a finite posterior.
+
 State dict. The network weights and the transforms' state are in the state dict, the
 history is not, so a state dict from a model on ``n`` points loads into one on ``n - 1``
 (Ax's cross-validation). Loading a state dict, or moving the model with ``.to``, drops the
@@ -88,6 +93,7 @@ from botorch_tnpkr.model.validation import (
     check_output_indices,
     check_test_inputs,
     check_training_data,
+    clamp_far,
     network_errors,
 )
 from botorch_tnpkr.nn import TNPKR, ContextCache
@@ -271,6 +277,7 @@ class TNPKRModel(Model, FantasizeMixin):
         X_tf = self.train_X
         if hasattr(self, "input_transform"):
             X_tf = self.input_transform.preprocess_transform(self.train_X)
+        X_tf = clamp_far(X_tf)
         Y_tf, Yvar_tf = self.train_Y, self.train_Yvar
         if hasattr(self, "outcome_transform"):
             Y_tf, Yvar_tf = self.outcome_transform(Y_tf, Yvar_tf, X=X_tf)
@@ -436,7 +443,7 @@ class TNPKRModel(Model, FantasizeMixin):
         has_transform = hasattr(self, "input_transform")
         check_test_inputs(X, None if has_transform else self._input_dim, self.train_X.dtype)
         idcs = check_output_indices(output_indices, self.num_outputs)
-        X_tf = self._transform_test_inputs(X) if has_transform else X
+        X_tf = clamp_far(self._transform_test_inputs(X) if has_transform else X)
         mean, var, noise_var = self._predict(X_tf)
         noise = None
         if isinstance(observation_noise, bool):

@@ -126,6 +126,17 @@ def check_test_inputs(X: Tensor, input_dim: int | None, dtype: torch.dtype) -> N
     check_finite("X", X)
 
 
+# The network was trained on the unit cube. Far from it its prediction saturates (inputs
+# enter through a linear embedding that is layer-normalised, and distance biases that vanish),
+# but magnitudes near 1e19 and beyond overflow in float32 and make every prediction NaN.
+FAR_INPUT = 1e6
+
+
+def clamp_far(X: Tensor) -> Tensor:
+    """Inputs clamped to ``[-FAR_INPUT, FAR_INPUT]``: the far-field prediction, never NaN."""
+    return X.clamp(-FAR_INPUT, FAR_INPUT)
+
+
 def check_output_indices(output_indices: list[int] | None, num_outputs: int) -> list[int] | None:
     """Validate ``output_indices`` (negative indices allowed, as in Python)."""
     if output_indices is None:

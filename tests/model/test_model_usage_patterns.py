@@ -12,6 +12,7 @@ import copy
 import pytest
 import torch
 from botorch.exceptions.errors import BotorchTensorDimensionError
+from botorch.exceptions.warnings import InputDataWarning
 from botorch.models.transforms.input import (
     AppendFeatures,
     ChainedInputTransform,
@@ -124,3 +125,23 @@ def test_input_transforms_that_change_the_test_points(exact_path):
     assert post.mean.shape == torch.Size([5, 6, 1])
     shifted = (X.unsqueeze(-2) + perturbations).reshape(5, 6, 3)
     torch.testing.assert_close(post.mean, plain.posterior(shifted).mean)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inputs_far_outside_the_unit_cube_give_finite_far_field_predictions(exact_path, dtype):
+    """The network was trained on the unit cube; far from it its prediction saturates (the
+    far-field prediction). Inputs beyond 1e6 are clamped there: in float32 (and in the
+    float32 encoding of float64 data) inputs of 1e30 made every prediction NaN."""
+    train_X, train_Y = make_data(n=8, d=2, dtype=dtype)
+    model = TNPKRModel(train_X, train_Y, checkpoint=exact_path)
+    far = model.posterior(torch.tensor([[[1e30, -1e30]], [[1e6, -1e6]]], dtype=dtype))
+    assert bool(torch.isfinite(far.mean).all()) and bool(torch.isfinite(far.variance).all())
+    torch.testing.assert_close(far.mean[0], far.mean[1])
+    near = model.posterior(torch.tensor([[[1e4, -1e4]]], dtype=dtype))
+    torch.testing.assert_close(near.mean[0], far.mean[0], atol=1e-3, rtol=1e-3)
+    history_X = train_X.clone()
+    history_X[0] = torch.tensor([1e30, 5.0], dtype=dtype)
+    with pytest.warns(InputDataWarning, match="unit cube"):
+        model = TNPKRModel(history_X, train_Y, checkpoint=exact_path)
+    post = model.posterior(_X(3, 1, 2).to(dtype))
+    assert bool(torch.isfinite(post.mean).all()) and bool(torch.isfinite(post.variance).all())

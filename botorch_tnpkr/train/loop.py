@@ -18,6 +18,7 @@ from tqdm import tqdm
 from botorch_tnpkr.errors import CheckpointError, ConfigError
 from botorch_tnpkr.nn import TNPKR, TNPKRConfig, read_metadata, save_network
 from botorch_tnpkr.priors import TaskBatch, sample_tasks, standardize_batch
+from botorch_tnpkr.train.causal_batch import causal_prediction, num_added
 from botorch_tnpkr.train.objective import oracle_gap
 from botorch_tnpkr.train.presets import TrainPreset
 from botorch_tnpkr.train.state import STATE_FILE, load_state, save_state
@@ -210,6 +211,11 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
         if torch.cuda.is_available()
         else torch.device("cpu")
     )
+    if world > 1 and preset.causal_share > 0:
+        raise ConfigError(
+            f"Preset {preset.name!r} trains through the causal path (causal_share > 0), which "
+            "runs outside DistributedDataParallel's forward; train it in a single process."
+        )
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if options.threads:
@@ -315,8 +321,17 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
             batch = _to(training_batch(preset, gen, cap), device)
             known = float(torch.rand((), generator=gen)) < preset.known_noise_prob
             yvar = batch.noise.expand_as(batch.yc) if known else None
+            added = 0
+            if (
+                preset.causal_share > 0
+                and float(torch.rand((), generator=gen)) < preset.causal_share
+            ):
+                added = num_added(batch.xc.shape[1], preset.causal_max_added, gen)
             with autocast:
-                pred = net(batch.xc, batch.yc, batch.xt, yvar=yvar, mask=batch.mask)
+                if added:
+                    pred = causal_prediction(model, batch, added, yvar=yvar)
+                else:
+                    pred = net(batch.xc, batch.yc, batch.xt, yvar=yvar, mask=batch.mask)
             pred.mean, pred.fvar, pred.noise_var = (
                 pred.mean.float(),
                 pred.fvar.float(),

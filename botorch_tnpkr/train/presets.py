@@ -36,6 +36,10 @@ class TrainPreset:
             deviation 1 (targets and oracle moved with it). Validation uses the same view.
         gap_cap: Soft cap of each task's gap in the loss (``objective.soft_cap``); None
             minimises the plain mean.
+        causal_share: Share of batches whose last 1..``causal_max_added`` context points are
+            added through the causal path of joint predictions instead of being encoded
+            (``train.causal_batch``); single-process runs only.
+        causal_max_added: Most context points added causally in such a batch.
         val_every: Steps between validations.
         val_batches: Batches in the fixed validation set.
     """
@@ -56,9 +60,19 @@ class TrainPreset:
     f_weight: float = 1.0
     standardize: bool = False
     gap_cap: float | None = None
+    causal_share: float = 0.0
+    causal_max_added: int = 8
     val_every: int = 1_000
     val_batches: int = 32
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.gap_cap is not None and not self.gap_cap > 0:
+            raise ConfigError(f"gap_cap must be positive or None, got {self.gap_cap}.")
+        if not 0.0 <= self.causal_share <= 1.0:
+            raise ConfigError(f"causal_share must lie in [0, 1], got {self.causal_share}.")
+        if self.causal_max_added < 1:
+            raise ConfigError(f"causal_max_added must be >= 1, got {self.causal_max_added}.")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

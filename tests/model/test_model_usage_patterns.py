@@ -11,8 +11,15 @@ import copy
 
 import pytest
 import torch
+from botorch.acquisition import qLogNoisyExpectedImprovement
+from botorch.acquisition.multi_objective import (
+    qLogExpectedHypervolumeImprovement,
+    qLogNoisyExpectedHypervolumeImprovement,
+)
 from botorch.exceptions.errors import BotorchTensorDimensionError
 from botorch.exceptions.warnings import InputDataWarning
+from botorch.models import SingleTaskGP
+from botorch.models.model import ModelList
 from botorch.models.transforms.input import (
     AppendFeatures,
     ChainedInputTransform,
@@ -20,10 +27,24 @@ from botorch.models.transforms.input import (
     Normalize,
     Warp,
 )
+from botorch.models.transforms.outcome import (
+    Bilog,
+    ChainedOutcomeTransform,
+    Log,
+    Power,
+    Standardize,
+)
+from botorch.optim import optimize_acqf
+from botorch.posteriors.transformed import TransformedPosterior
+from botorch.sampling import SobolQMCNormalSampler
+from botorch.utils.multi_objective.box_decompositions import FastNondominatedPartitioning
 
 from botorch_tnpkr import TNPKRModel
 from botorch_tnpkr.model.dedupe import carries_grad
 from tests.model.helpers import make_data
+
+UNIT = torch.stack([torch.zeros(2), torch.ones(2)]).double()
+FAST = {"num_restarts": 2, "raw_samples": 16, "options": {"maxiter": 5, "batch_limit": 4}}
 
 
 def _X(*shape: int, seed: int = 7) -> torch.Tensor:
@@ -145,3 +166,100 @@ def test_inputs_far_outside_the_unit_cube_give_finite_far_field_predictions(exac
         model = TNPKRModel(history_X, train_Y, checkpoint=exact_path)
     post = model.posterior(_X(3, 1, 2).to(dtype))
     assert bool(torch.isfinite(post.mean).all()) and bool(torch.isfinite(post.variance).all())
+
+
+@pytest.mark.parametrize(
+    "make_transform",
+    [
+        lambda: ChainedOutcomeTransform(log=Log(), standardize=Standardize(m=1)),
+        lambda: Power(power=0.5),
+        lambda: Bilog(),
+    ],
+    ids=["log-standardize", "power", "bilog"],
+)
+def test_nonlinear_outcome_transforms_give_transformed_posteriors(exact_path, make_transform):
+    """As in BoTorch's GPs: the posterior of a non-linear outcome transform is a
+    ``TransformedPosterior`` in the data's units, and MC acquisitions optimise on it."""
+    train_X, train_Y = make_data(n=10, d=2)
+    train_Y = train_Y.exp()  # positive, for Log and Power
+    model = TNPKRModel(train_X, train_Y, outcome_transform=make_transform(), checkpoint=exact_path)
+    post = model.posterior(_X(4, 1, 2), observation_noise=True)
+    assert isinstance(post, TransformedPosterior)
+    samples = post.rsample(torch.Size([8]))
+    assert samples.shape == torch.Size([8, 4, 1, 1]) and bool(torch.isfinite(samples).all())
+    if isinstance(model.outcome_transform, ChainedOutcomeTransform):
+        assert bool((samples > 0).all())  # exp of the network's samples
+    acqf = qLogNoisyExpectedImprovement(model, X_baseline=train_X)
+    candidate, value = optimize_acqf(acqf, bounds=UNIT, q=2, **FAST)
+    assert candidate.shape == (2, 2) and bool(torch.isfinite(value))
+
+
+def test_model_list_with_a_gp_for_multi_objective_bo(exact_path):
+    """``ModelList(TNPKRModel, SingleTaskGP)`` with raw-unit inputs (``Normalize`` in each
+    model) under qLogNEHVI and qLogEHVI, optimised over the raw bounds."""
+    train_X, train_Y = make_data(n=10, d=2, m=2)
+    lo = torch.tensor([-2.0, 10.0], dtype=torch.float64)
+    hi = torch.tensor([3.0, 50.0], dtype=torch.float64)
+    bounds = torch.stack([lo, hi])
+    raw = lo + (hi - lo) * train_X
+    tnpkr = TNPKRModel(
+        raw, train_Y[:, :1], input_transform=Normalize(d=2, bounds=bounds), checkpoint=exact_path
+    )
+    gp = SingleTaskGP(raw, train_Y[:, 1:], input_transform=Normalize(d=2, bounds=bounds))
+    model = ModelList(tnpkr, gp)
+    assert model.num_outputs == 2
+    ref_point = train_Y.min(0).values - 0.1
+    nehvi = qLogNoisyExpectedHypervolumeImprovement(
+        model, ref_point=ref_point, X_baseline=raw, prune_baseline=True
+    )
+    with torch.no_grad():
+        observed = model.posterior(raw).mean
+    ehvi = qLogExpectedHypervolumeImprovement(
+        model,
+        ref_point=ref_point,
+        partitioning=FastNondominatedPartitioning(ref_point=ref_point, Y=observed),
+    )
+    for acqf in (nehvi, ehvi):
+        candidate, value = optimize_acqf(acqf, bounds=bounds, q=2, **FAST)
+        assert candidate.shape == (2, 2) and bool(torch.isfinite(value))
+        assert bool(((candidate >= lo) & (candidate <= hi)).all())
+
+
+def test_fantasies_with_known_noise_feed_mc_acquisitions(exact_path):
+    """``fantasize(observation_noise=...)`` (outcome-transformed space) on a known-noise
+    model, then qLogNEI on the fantasy model, with gradients to the candidates."""
+    train_X, train_Y = make_data(n=8, d=2)
+    train_Y = 5.0 + 3.0 * train_Y
+    model = TNPKRModel(train_X, train_Y, torch.full_like(train_Y, 0.02), checkpoint=exact_path)
+    sampler = SobolQMCNormalSampler(sample_shape=torch.Size([3]), seed=0)
+    noise = torch.full((1, 1), 0.01, dtype=torch.float64)
+    fantasy = model.fantasize(_X(2, 2), sampler, observation_noise=noise)
+    assert fantasy.batch_shape == torch.Size([3])
+    std2 = model.outcome_transform.stdvs.squeeze() ** 2
+    torch.testing.assert_close(fantasy.train_Yvar[:, 8:, 0], (0.01 * std2).expand(3, 2))
+    acqf = qLogNoisyExpectedImprovement(fantasy, X_baseline=train_X, prune_baseline=False)
+    X = _X(4, 1, 1, 2).requires_grad_(True)
+    value = acqf(X)
+    assert value.shape == torch.Size([4, 3]) and bool(torch.isfinite(value).all())
+    value.sum().backward()
+    assert X.grad is not None and bool(torch.isfinite(X.grad).all())
+
+
+@pytest.mark.parametrize("known_noise", [False, True])
+def test_degenerate_but_legal_histories(exact_path, known_noise):
+    """One point, repeated inputs with different outcomes, constant outcomes: finite
+    posteriors with positive variances (nothing to invert, unlike a GP)."""
+    train_X, train_Y = make_data(n=6, d=2, m=2)
+    repeated_X = torch.cat([train_X, train_X[:2]])
+    repeated_Y = torch.cat([train_Y, train_Y[:2] + 1.0])
+    histories = [
+        (train_X[:1], train_Y[:1]),
+        (repeated_X, repeated_Y),
+        (train_X, torch.ones_like(train_Y)),
+    ]
+    for X_hist, Y_hist in histories:
+        Yvar = torch.full_like(Y_hist, 0.01) if known_noise else None
+        model = TNPKRModel(X_hist, Y_hist, Yvar, checkpoint=exact_path)
+        post = model.posterior(torch.cat([X_hist[:2].unsqueeze(-2), _X(3, 1, 2)]))
+        assert bool(torch.isfinite(post.mean).all())
+        assert bool((post.variance > 0).all()) and bool(torch.isfinite(post.variance).all())

@@ -426,7 +426,11 @@ class TNPKRModel(Model, FantasizeMixin):
 
         Args:
             X: A `batch_shape x q x d` tensor (any number of batch dimensions, broadcast
-                against the model's ``batch_shape``), in the units of ``train_X``.
+                against the model's ``batch_shape``), in the units of ``train_X``. An input
+                transform may change ``q`` and ``d`` (``InputPerturbation``,
+                ``AppendFeatures``): the posterior is over the transformed points, and ``d``
+                must match the history's after the transform. Inputs beyond 1e6 in magnitude
+                (after the transform) are clamped there: the far-field prediction.
             output_indices: Outputs to return (all if None).
             observation_noise: False for the latent function; True to add the predicted
                 noise (or the mean known noise when the model has ``train_Yvar``); a

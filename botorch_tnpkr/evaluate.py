@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 from botorch_tnpkr.errors import TNPKRError
@@ -85,17 +86,24 @@ class CellResult:
         return None if self.gp_ll is None else self.oracle_ll - self.gp_ll
 
 
-def _network_scores(model: TNPKR, batch: TaskBatch) -> tuple[float, float, float]:
-    """Log-likelihood and coverage of the network used as ``TNPKRModel`` uses it.
+def network_predictive(model: TNPKR, batch: TaskBatch) -> tuple[Tensor, Tensor]:
+    """Predictive mean and variance of the noisy targets, as ``TNPKRModel`` computes them.
 
     The context is standardised first (the BoTorch model's default outcome transform) and the
-    predictions are mapped back, so scores are in the units of the task.
+    predictions are mapped back, so both are in the units of the task.
+
+    Returns:
+        `B x nT` mean and `B x nT` variance (latent plus noise).
     """
     yc, loc, scale = standardize_context(batch.yc)
     with torch.no_grad():
         pred = model(batch.xc, yc, batch.xt)
-    mean = pred.mean * scale + loc
-    var = pred.yvar * scale**2
+    return pred.mean * scale + loc, pred.yvar * scale**2
+
+
+def _network_scores(model: TNPKR, batch: TaskBatch) -> tuple[float, float, float]:
+    """Log-likelihood and coverage of the network used as ``TNPKRModel`` uses it."""
+    mean, var = network_predictive(model, batch)
     ll = gaussian_logpdf(batch.yt, mean, var).mean()
     err = (batch.yt - mean).abs()
     std = var.sqrt()
@@ -141,6 +149,29 @@ def _kernel_seed(kernel: str) -> int:
     return len(KERNELS) + zlib.crc32(kernel.encode()) % 10_000
 
 
+def cell_tasks(
+    prior: PriorConfig, kernel: str, dim: int, n: int, tasks: int, targets: int, seed: int
+) -> TaskBatch:
+    """The tasks of one (kernel, d, n) cell: uniform contexts, float64, seeded by the cell.
+
+    ``prior`` must already draw only ``kernel`` (``kernel`` enters the seed). The same
+    arguments give the same tasks in every process, so scores of different models (and
+    reused GP scores) are comparable.
+    """
+    cell_seed = seed * 1_000_003 + _kernel_seed(kernel) * 10_007 + dim * 101 + n
+    gen = torch.Generator().manual_seed(cell_seed)
+    return sample_tasks(
+        prior,
+        tasks,
+        gen,
+        dim=dim,
+        num_context=n,
+        bo_shaped=False,
+        num_targets=targets,
+        dtype=torch.float64,
+    )
+
+
 def evaluate_cell(
     model: TNPKR,
     kernel: str,
@@ -172,18 +203,7 @@ def evaluate_cell(
         prior = evaluation_prior(model.config.max_dim, kernel)
     else:
         prior = dataclasses.replace(prior, kernels=(kernel,), kernel_weights=(1.0,))
-    cell_seed = seed * 1_000_003 + _kernel_seed(kernel) * 10_007 + dim * 101 + n
-    gen = torch.Generator().manual_seed(cell_seed)
-    batch = sample_tasks(
-        prior,
-        tasks,
-        gen,
-        dim=dim,
-        num_context=n,
-        bo_shaped=False,
-        num_targets=targets,
-        dtype=torch.float64,
-    )
+    batch = cell_tasks(prior, kernel, dim, n, tasks, targets, seed)
     model_ll, c50, c90 = _network_scores(model, batch)
     oracle_ll = float(
         gaussian_logpdf(batch.yt, batch.oracle_mean, batch.oracle_var + batch.noise).mean()

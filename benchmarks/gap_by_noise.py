@@ -1,0 +1,187 @@
+"""Where a network's gap to the oracle comes from: by observation-noise level and context size.
+
+Scores the evaluation command's tasks (``botorch_tnpkr.evaluate``: kernels RBF / Matern-5/2 /
+Matern-3/2, d 1, 2, 3, 6, n 8, 32, 128, 512, its broader prior and seed, so the cells are the
+model card's) task by task, and groups the tasks by their noise-to-signal ratio
+``sqrt(noise / outputscale)``. Per group and context size it reports the mean gap per noisy
+target (nats), the group's share of the total gap, and how much wider the network's
+predictive variance is than the oracle's (geometric mean of the ratio): a calibrated but
+imprecise network has a ratio far above 1 where the oracle is precise.
+
+Usage:
+    OMP_NUM_THREADS=1 python benchmarks/gap_by_noise.py --checkpoints tnpkr-exact \\
+        runs/exact-std/latest.safetensors      # ~1 min per checkpoint on one thread
+    python benchmarks/gap_by_noise.py --smoke --out-dir /tmp/gbn
+
+Writes ``gap_by_noise[_smoke].json`` and ``.md`` to ``--out-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks._measure import machine_facts  # noqa: E402
+from botorch_tnpkr.checkpoints import load_checkpoint  # noqa: E402
+from botorch_tnpkr.checkpoints.registry import resolve_checkpoint  # noqa: E402
+from botorch_tnpkr.evaluate import (  # noqa: E402
+    EVAL_SEED,
+    cell_tasks,
+    evaluation_prior,
+    network_predictive,
+)
+from botorch_tnpkr.nn import read_metadata  # noqa: E402
+from botorch_tnpkr.priors import gaussian_logpdf  # noqa: E402
+
+# Upper edges of the noise-to-signal groups (the evaluation prior draws 1e-3..0.3).
+EDGES = (0.003, 0.01, 0.03, 0.1, math.inf)
+
+
+def group_of(ratio: float) -> str:
+    lower = 0.0
+    for edge in EDGES:
+        if ratio < edge:
+            if not math.isfinite(edge):
+                return f">={lower:g}"
+            return f"{lower:g}-{edge:g}" if lower else f"<{edge:g}"
+        lower = edge
+    raise AssertionError("unreachable")
+
+
+def score(
+    network: Any,
+    kernels: Sequence[str],
+    dims: Sequence[int],
+    sizes: Sequence[int],
+    tasks: int,
+    targets: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One record per task: kernel, d, n, noise-to-signal ratio, gap and log variance ratio."""
+    records = []
+    network = network.double()
+    for kernel in kernels:
+        prior = evaluation_prior(network.config.max_dim, kernel)
+        for dim in dims:
+            for n in sizes:
+                batch = cell_tasks(prior, kernel, dim, n, tasks, targets, seed)
+                mean, var = network_predictive(network, batch)
+                oracle_var = batch.oracle_var + batch.noise
+                oracle = gaussian_logpdf(batch.yt, batch.oracle_mean, oracle_var).mean(-1)
+                gap = oracle - gaussian_logpdf(batch.yt, mean, var).mean(-1)
+                log_ratio = (var / oracle_var).log().mean(-1)
+                noise_ratio = (batch.hyper.noise / batch.hyper.outputscale).sqrt()
+                for g, lr, r in zip(
+                    gap.tolist(), log_ratio.tolist(), noise_ratio.tolist(), strict=True
+                ):
+                    records.append(
+                        {
+                            "kernel": kernel,
+                            "d": dim,
+                            "n": n,
+                            "noise_ratio": r,
+                            "gap": g,
+                            "log_var_ratio": lr,
+                        }
+                    )
+    return records
+
+
+def summarise(records: list[dict[str, Any]], sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """Per noise group: task count, share of the total gap, mean gap (all and per n), and the
+    geometric-mean ratio of the network's predictive variance to the oracle's."""
+    total = sum(r["gap"] for r in records)
+    rows = []
+    for name in dict.fromkeys(
+        group_of(r["noise_ratio"]) for r in sorted(records, key=lambda r: r["noise_ratio"])
+    ):
+        group = [r for r in records if group_of(r["noise_ratio"]) == name]
+        by_n = {}
+        for n in sizes:
+            gaps = [r["gap"] for r in group if r["n"] == n]
+            by_n[str(n)] = sum(gaps) / len(gaps) if gaps else None
+        rows.append(
+            {
+                "noise_ratio": name,
+                "tasks": len(group),
+                "share_of_gap": sum(r["gap"] for r in group) / total if total else None,
+                "mean_gap": sum(r["gap"] for r in group) / len(group),
+                "gap_by_n": by_n,
+                "var_ratio": math.exp(sum(r["log_var_ratio"] for r in group) / len(group)),
+            }
+        )
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = []
+    for name, entry in results["checkpoints"].items():
+        sizes = list(entry["groups"][0]["gap_by_n"])
+        head = ["noise / signal", "tasks", "share of gap", "mean gap"]
+        head += [f"gap n={n}" for n in sizes] + ["variance / oracle's"]
+        lines += [f"**{name}** (step {entry['step']})", ""]
+        lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for row in entry["groups"]:
+            cells = [row["noise_ratio"], str(row["tasks"]), f"{row['share_of_gap']:.2f}"]
+            cells.append(f"{row['mean_gap']:.3f}")
+            cells += ["-" if v is None else f"{v:.3f}" for v in row["gap_by_n"].values()]
+            cells.append(f"{row['var_ratio']:.2f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", nargs="+", default=["tnpkr-exact"])
+    parser.add_argument("--kernels", nargs="+", default=["rbf", "matern52", "matern32"])
+    parser.add_argument("--dims", type=int, nargs="+", default=[1, 2, 3, 6])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128, 512])
+    parser.add_argument("--tasks", type=int, default=8, help="tasks per cell")
+    parser.add_argument("--targets", type=int, default=64, help="target points per task")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED)
+    parser.add_argument("--smoke", action="store_true", help="one kernel, d 1-2, n 8 and 32")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.kernels, args.dims, args.sizes, args.tasks = ["rbf"], [1, 2], [8, 32], 6
+    torch.set_num_threads(1)
+    results: dict[str, Any] = {
+        "machine": machine_facts(torch.device("cpu")),
+        "args": vars(args) | {"out_dir": ""},
+        "checkpoints": {},
+    }
+    for name in args.checkpoints:
+        network = load_checkpoint(name).eval()
+        extra = read_metadata(resolve_checkpoint(name)[0])["extra"]
+        records = score(
+            network, args.kernels, args.dims, args.sizes, args.tasks, args.targets, args.seed
+        )
+        results["checkpoints"][name] = {
+            "step": extra.get("step"),
+            "mean_gap": sum(r["gap"] for r in records) / len(records),
+            "groups": summarise(records, args.sizes),
+            "tasks": records,
+        }
+    suffix = "_smoke" if args.smoke else ""
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"gap_by_noise{suffix}.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (args.out_dir / f"gap_by_noise{suffix}.md").write_text(table)
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main()

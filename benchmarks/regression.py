@@ -99,7 +99,7 @@ def reuse_gp(report: dict[str, Any], earlier: dict[str, Any], extra: list[str]) 
     cells = []
     for cell in report["cells"]:
         old = scores.get(cell_key(cell))
-        if old is None or abs(old["oracle_ll"] - cell["oracle_ll"]) > 1e-9:
+        if old is None or not evaluate.same_tasks(old["oracle_ll"], cell["oracle_ll"]):
             raise ValueError(f"--gp-from has other tasks in cell {cell_key(cell)}.")
         cell["gp_ll"], cell["gp_gap"] = old["gp_ll"], old["gp_gap"]
         fields = {f: cell[f] for f in evaluate.CellResult.__dataclass_fields__}

@@ -223,3 +223,20 @@ def test_fine_tuned_network_records_its_source(tmp_path: Path) -> None:
     assert ship(args) == 0
     card = (dest / "t.md").read_text()
     assert f"fine-tuned from {note}" in card and "contexts standardised" in card
+
+
+def test_same_tasks_tolerates_recomputation_noise_not_other_tasks():
+    from botorch_tnpkr.evaluate import cell_tasks, evaluation_prior, same_tasks
+    from botorch_tnpkr.priors import gaussian_logpdf
+
+    def oracle(seed: int) -> float:
+        batch = cell_tasks(evaluation_prior(4, "rbf"), "rbf", 2, 16, 3, 8, seed)
+        var = batch.oracle_var + batch.noise
+        return float(gaussian_logpdf(batch.yt, batch.oracle_mean, var).mean())
+
+    score = oracle(7)
+    assert same_tasks(score, oracle(7))
+    # Last-bit differences from another summation order (seen: ~2e-9) are the same tasks.
+    assert same_tasks(score, score + 3e-9 * max(1.0, abs(score)))
+    # Other tasks (another seed) are told apart.
+    assert not same_tasks(score, oracle(8))

@@ -129,7 +129,7 @@ plt.show()
 # TNP-KR at 1,000 points. TNP-KR's exact network grows more gently (its encoding is
 # quadratic, each posterior call linear in `n`); above 4,096 points `"auto"` switches to the
 # linear-attention network, whose step time drops and then grows only slowly, so that BO on
-# tens of thousands of observations takes one to two seconds per step on one CPU thread. The table
+# tens of thousands of observations takes about a second per step on one CPU thread. The table
 # above splits build time (encoding, or fitting for the GP) from the whole step.
 #
 # ## 2. What linear attention costs in accuracy
@@ -204,8 +204,8 @@ plt.show()
 # linear-attention network does not, in the stored run: its error stays at the same level
 # from 500 to 4,000 points and is about twice the exact network's (see the table above). That
 # is the price of linear attention with today's interim `tnpkr-dka` checkpoint: it summarises
-# the history in a fixed-size cache, and this checkpoint, trained for less than an hour on a
-# CPU, keeps only a coarse summary. Hartmann-6 is smooth and the noise is small, which is
+# the history in a fixed-size cache, and this checkpoint, trained for a few hours on one CPU
+# core, keeps only a coarse summary. Hartmann-6 is smooth and the noise is small, which is
 # where a fitted GP is at its best: the GP is the most accurate of the three here, even when
 # it only sees 1,000 of the points. Both networks are still being trained; these are the
 # shipped checkpoints' numbers today, not a limit of the method.

@@ -216,9 +216,9 @@ for name, runs in results.items():
 # current TNP-KR checkpoint on Hartmann-6 (a smooth function, where the GP's precise
 # interpolation pays off), and both beat random search; the exact numbers are printed above.
 # On the right, the time per step: at a few dozen points both take well under a second to a
-# second or two, depending on the machine's load, dominated by the acquisition optimisation. TNP-KR's advantage is not at this size: its cost
-# grows slowly with the number of observations, while the GP's fit grows cubically (see the
-# large-histories tutorial).
+# second or two, depending on the machine's load, dominated by the acquisition optimisation.
+# TNP-KR's advantage is not at this size: its cost grows slowly with the number of
+# observations, while the GP's fit grows cubically (see the large-histories tutorial).
 #
 # ## Next steps
 #

@@ -40,6 +40,7 @@ from botorch_tnpkr.evaluate import (  # noqa: E402
     cell_tasks,
     evaluation_prior,
     network_predictive,
+    oracle_logpdf,
 )
 from botorch_tnpkr.nn import read_metadata  # noqa: E402
 from botorch_tnpkr.priors import gaussian_logpdf  # noqa: E402
@@ -77,10 +78,9 @@ def score(
             for n in sizes:
                 batch = cell_tasks(prior, kernel, dim, n, tasks, targets, seed)
                 mean, var = network_predictive(network, batch)
-                oracle_var = batch.oracle_var + batch.noise
-                oracle = gaussian_logpdf(batch.yt, batch.oracle_mean, oracle_var).mean(-1)
+                oracle = oracle_logpdf(batch).mean(-1)
                 gap = oracle - gaussian_logpdf(batch.yt, mean, var).mean(-1)
-                log_ratio = (var / oracle_var).log().mean(-1)
+                log_ratio = (var / (batch.oracle_var + batch.noise)).log().mean(-1)
                 noise_ratio = (batch.hyper.noise / batch.hyper.outputscale).sqrt()
                 for g, lr, r in zip(
                     gap.tolist(), log_ratio.tolist(), noise_ratio.tolist(), strict=True
@@ -102,11 +102,11 @@ def summarise(records: list[dict[str, Any]], sizes: Sequence[int]) -> list[dict[
     """Per noise group: task count, share of the total gap, mean gap (all and per n), and the
     geometric-mean ratio of the network's predictive variance to the oracle's."""
     total = sum(r["gap"] for r in records)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in sorted(records, key=lambda r: r["noise_ratio"]):
+        groups.setdefault(group_of(record["noise_ratio"]), []).append(record)
     rows = []
-    for name in dict.fromkeys(
-        group_of(r["noise_ratio"]) for r in sorted(records, key=lambda r: r["noise_ratio"])
-    ):
-        group = [r for r in records if group_of(r["noise_ratio"]) == name]
+    for name, group in groups.items():
         by_n = {}
         for n in sizes:
             gaps = [r["gap"] for r in group if r["n"] == n]

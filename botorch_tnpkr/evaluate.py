@@ -101,6 +101,11 @@ def network_predictive(model: TNPKR, batch: TaskBatch) -> tuple[Tensor, Tensor]:
     return pred.mean * scale + loc, pred.yvar * scale**2
 
 
+def oracle_logpdf(batch: TaskBatch) -> Tensor:
+    """`B x nT` log-densities of the noisy targets under the oracle GP (true hyperparameters)."""
+    return gaussian_logpdf(batch.yt, batch.oracle_mean, batch.oracle_var + batch.noise)
+
+
 def _network_scores(model: TNPKR, batch: TaskBatch) -> tuple[float, float, float]:
     """Log-likelihood and coverage of the network used as ``TNPKRModel`` uses it."""
     mean, var = network_predictive(model, batch)
@@ -205,9 +210,7 @@ def evaluate_cell(
         prior = dataclasses.replace(prior, kernels=(kernel,), kernel_weights=(1.0,))
     batch = cell_tasks(prior, kernel, dim, n, tasks, targets, seed)
     model_ll, c50, c90 = _network_scores(model, batch)
-    oracle_ll = float(
-        gaussian_logpdf(batch.yt, batch.oracle_mean, batch.oracle_var + batch.noise).mean()
-    )
+    oracle_ll = float(oracle_logpdf(batch).mean())
     gp_ll = _gp_loglik(batch) if with_gp else None
     return CellResult(
         kernel, dim, n, model_ll, oracle_ll, gp_ll, c50, c90, time.monotonic() - start

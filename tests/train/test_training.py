@@ -226,13 +226,11 @@ def test_fine_tuned_network_records_its_source(tmp_path: Path) -> None:
 
 
 def test_same_tasks_tolerates_recomputation_noise_not_other_tasks():
-    from botorch_tnpkr.evaluate import cell_tasks, evaluation_prior, same_tasks
-    from botorch_tnpkr.priors import gaussian_logpdf
+    from botorch_tnpkr.evaluate import cell_tasks, evaluation_prior, oracle_logpdf, same_tasks
 
     def oracle(seed: int) -> float:
         batch = cell_tasks(evaluation_prior(4, "rbf"), "rbf", 2, 16, 3, 8, seed)
-        var = batch.oracle_var + batch.noise
-        return float(gaussian_logpdf(batch.yt, batch.oracle_mean, var).mean())
+        return float(oracle_logpdf(batch).mean())
 
     score = oracle(7)
     assert same_tasks(score, oracle(7))

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from botorch_tnpkr.errors import CheckpointError, ConfigError
 from botorch_tnpkr.nn import TNPKR, TNPKRConfig, read_metadata, save_network
+from botorch_tnpkr.nn.grow import grow_network, growth_description
 from botorch_tnpkr.priors import TaskBatch, sample_tasks, standardize_batch
 from botorch_tnpkr.train.causal_batch import causal_prediction, num_added
 from botorch_tnpkr.train.objective import oracle_gap
@@ -164,27 +165,33 @@ def validate(model: TNPKR, batches: list[TaskBatch], device: torch.device) -> di
 def _load_initial_weights(model: TNPKR, checkpoint: str | os.PathLike, preset: TrainPreset) -> str:
     """Copy the weights of a pretrained network into ``model`` (fine-tuning).
 
-    Returns a one-line description of the source (name, preset, step, training hours) that
-    the run stores in its state and exported files, so that model cards can say what a
-    fine-tuned network started from.
+    A source with fewer blocks or a narrower FFN than the preset's network is grown into it
+    first (``nn.grow``: the new capacity starts as the identity). Returns a one-line
+    description of the source (name, preset, step, training hours, growth) that the run
+    stores in its state and exported files, so that model cards can say what a fine-tuned
+    network started from.
     """
     from botorch_tnpkr.checkpoints import load_checkpoint
     from botorch_tnpkr.checkpoints.registry import resolve_checkpoint
 
     source = load_checkpoint(checkpoint)
-    if source.config != preset.model:
+    try:
+        growth = growth_description(source.config, preset.model)
+    except ConfigError as err:
         raise ConfigError(
             f"init_from={str(checkpoint)!r} has the architecture {source.config} but the preset "
-            f"{preset.name!r} trains {preset.model}; build the preset with "
+            f"{preset.name!r} trains {preset.model} ({err}); build the preset with "
             "model=load_checkpoint(...).config to fine-tune it."
-        )
+        ) from None
+    if growth:
+        source = grow_network(source, preset.model)
     model.load_state_dict(source.state_dict())
     extra = read_metadata(resolve_checkpoint(checkpoint)[0])["extra"]
     extra = extra if isinstance(extra, dict) else {}
     hours = float(extra.get("train_seconds") or 0.0) / 3600
     return (
         f"{checkpoint} (preset {extra.get('preset', '?')}, step {extra.get('step', '?')}, "
-        f"{hours:.2f} h of training)"
+        f"{hours:.2f} h of training)" + (f", grown: {growth}" if growth else "")
     )
 
 

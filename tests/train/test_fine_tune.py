@@ -59,3 +59,30 @@ def test_resume_ignores_init_from(tmp_path: Path) -> None:
     other = _source(tmp_path, dim_model=32)  # would be rejected if it were loaded
     resumed = RunOptions(run_dir=run_dir, resume=True, init_from=other, progress=False)
     assert train(preset, resumed)["step"] == preset.total_steps
+
+
+def test_a_smaller_source_is_grown_into_the_preset(tmp_path: Path) -> None:
+    """init_from a network with fewer blocks and a narrower FFN: it is grown (nn.grow), so
+    the fine-tune starts from the source's predictions, and the run says so."""
+    source = _source(tmp_path)
+    tiny = get_preset("tiny")
+    preset = dataclasses.replace(
+        tiny,
+        model=tiny.model.replace(num_blocks=2, dim_ffn=48),
+        lr=1e-12,
+        total_steps=2,
+    )
+    run_dir = tmp_path / "grown"
+    train(preset, RunOptions(run_dir=run_dir, init_from=source, progress=False, threads=1))
+    tuned = load_network(run_dir / "latest.safetensors")
+    assert tuned.config == preset.model
+    original = load_network(source).eval()
+    gen = torch.Generator().manual_seed(0)
+    xc, yc = torch.rand(2, 9, 3, generator=gen), torch.randn(2, 9, generator=gen)
+    xt = torch.rand(2, 5, 3, generator=gen)
+    with torch.no_grad():
+        want, got = original(xc, yc, xt), tuned.eval()(xc, yc, xt)
+    torch.testing.assert_close(got.mean, want.mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.fvar, want.fvar, rtol=1e-4, atol=1e-6)
+    note = load_state(run_dir / STATE_FILE)["init_from"]
+    assert "grown: num_blocks 1 -> 2, dim_ffn 32 -> 48" in note

@@ -1,0 +1,64 @@
+"""``nn.grow``: more blocks and wider FFNs that start as the identity of a trained network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from botorch_tnpkr.errors import ConfigError
+from botorch_tnpkr.nn.grow import grow_network, growth_description
+from tests.nn.helpers import make_model, make_task
+
+
+@pytest.mark.parametrize("attention", ["softmax", "scan", "dka", "performer"])
+def test_grown_network_predicts_what_the_source_predicts(attention: str) -> None:
+    source = make_model(attention)
+    with torch.no_grad():  # weights far from a fresh initialisation
+        for p in source.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    config = source.config.replace(num_blocks=4, dim_ffn=48)
+    grown = grow_network(source, config).eval()
+    assert grown.config == config
+    assert grown.num_parameters > source.num_parameters
+    xc, yc, xt = make_task(nc=12, nt=7)
+    with torch.no_grad():
+        want, got = source(xc, yc, xt), grown(xc, yc, xt)
+    for name in ("mean", "fvar", "noise_var"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-10, atol=1e-12)
+    for key, value in source.state_dict().items():  # the source is left as it was
+        assert torch.equal(value, before[key])
+
+
+def test_new_capacity_trains() -> None:
+    """Zeroed outputs must not make dead weights: after a few steps every new tensor moved."""
+    source = make_model("softmax")
+    grown = grow_network(source, source.config.replace(num_blocks=3, dim_ffn=40))
+    start = {k: v.clone() for k, v in grown.state_dict().items()}
+    optimizer = torch.optim.SGD(grown.parameters(), lr=1e-2)
+    xc, yc, xt = make_task(nc=12, nt=7)
+    yt = torch.cos(xt.sum(-1))
+    for _ in range(3):
+        optimizer.zero_grad()
+        pred = grown(xc, yc, xt)
+        loss = ((pred.mean - yt) ** 2 / pred.yvar + pred.yvar.log()).mean()
+        loss.backward()
+        optimizer.step()
+    new_block = [k for k in start if k.startswith("blocks.2.") and "norm" not in k]
+    assert new_block
+    for key in [*new_block, "blocks.0.ffn.0.weight", "blocks.0.ffn.2.weight"]:
+        assert not torch.equal(grown.state_dict()[key], start[key]), key
+    hidden = grown.blocks[0].ffn[2].weight[:, source.config.dim_ffn :]
+    assert hidden.abs().sum() > 0  # the added hidden units of a trained block learn too
+
+
+def test_growth_refuses_anything_but_growth() -> None:
+    config = make_model("softmax").config
+    assert growth_description(config, config) == ""
+    assert growth_description(config, config.replace(num_blocks=5)) == "num_blocks 2 -> 5"
+    with pytest.raises(ConfigError, match="shrink num_blocks"):
+        growth_description(config, config.replace(num_blocks=1))
+    with pytest.raises(ConfigError, match="dim_model"):
+        growth_description(config, config.replace(dim_model=32))
+    with pytest.raises(ConfigError, match="attention"):
+        grow_network(make_model("softmax"), config.replace(attention="dka"))

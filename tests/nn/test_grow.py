@@ -62,3 +62,19 @@ def test_growth_refuses_anything_but_growth() -> None:
         growth_description(config, config.replace(dim_model=32))
     with pytest.raises(ConfigError, match="attention"):
         grow_network(make_model("softmax"), config.replace(attention="dka"))
+
+
+def test_exact_deep_preset_grows_from_the_shipped_lineage() -> None:
+    """The preset's documented source (exact-std, as tnpkr-exact ships it) grows into it."""
+    from botorch_tnpkr.checkpoints import load_checkpoint
+    from botorch_tnpkr.train import get_preset
+
+    deep, std = get_preset("exact-deep").model, get_preset("exact-std").model
+    assert growth_description(std, deep) == "num_blocks 4 -> 6, dim_ffn 128 -> 256"
+    shipped = load_checkpoint("tnpkr-exact")
+    if shipped.config == std:  # until a grown network ships in its place
+        grown = grow_network(shipped, deep).eval()
+        xc, yc, xt = make_task(nc=20, nt=5, d=3, dtype=torch.float32)
+        with torch.no_grad():
+            want, got = shipped.eval()(xc, yc, xt), grown(xc, yc, xt)
+        torch.testing.assert_close(got.mean, want.mean, rtol=1e-4, atol=1e-5)

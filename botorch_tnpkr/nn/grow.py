@@ -74,6 +74,7 @@ def grow_network(source: TNPKR, config: TNPKRConfig, seed: int = 0) -> TNPKR:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         grown = TNPKR(config).to(device=param.device, dtype=param.dtype)
+    # state_dict() tensors share storage with the parameters: copying into them fills ``grown``.
     src, dst = source.state_dict(), grown.state_dict()
     old_ffn = source.config.dim_ffn
     for name, value in src.items():
@@ -87,7 +88,6 @@ def grow_network(source: TNPKR, config: TNPKRConfig, seed: int = 0) -> TNPKR:
             target[:, :old_ffn].copy_(value)
         else:  # growth_description admits no other difference
             raise ConfigError(f"Unexpected shape change of {name} while growing the network.")
-    grown.load_state_dict(dst)
     for block in grown.blocks[source.config.num_blocks :]:
         _zero_(block.attention.out_proj)
         _zero_(block.ffn[-1])

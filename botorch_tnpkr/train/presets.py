@@ -84,6 +84,21 @@ _BASE_MODEL = TNPKRConfig(
     max_dim=10, dim_model=64, num_heads=4, num_blocks=4, dim_ffn=128, num_basis=5
 )
 
+
+def _standardised_fine_tune(name: str, model: TNPKRConfig, **changes: Any) -> TrainPreset:
+    """A fine-tune (``--init-from``) on standardised contexts of up to 512 points."""
+    settings: dict[str, Any] = {
+        "total_steps": 5_000,
+        "lr": 3e-4,
+        "warmup_steps": 200,
+        "context_start": 512,
+        "standardize": True,
+        "gap_cap": 5.0,
+        **changes,
+    }
+    return TrainPreset(name=name, model=model, prior=PriorConfig(max_context=512), **settings)
+
+
 PRESETS: dict[str, TrainPreset] = {
     "tiny": TrainPreset(
         name="tiny",
@@ -107,44 +122,21 @@ PRESETS: dict[str, TrainPreset] = {
     # Fine-tunes exact-small's weights (``--init-from``) on tasks as deployment presents them:
     # standardised contexts (at n <= 8 the raw scale taught the network what Standardize
     # hides) and contexts up to 512 points (the largest size the evaluation scores).
-    "exact-std": TrainPreset(
-        name="exact-std",
-        model=_BASE_MODEL,
-        prior=PriorConfig(max_context=512),
-        total_steps=5_000,
-        lr=3e-4,
-        warmup_steps=200,
-        context_start=256,
-        curriculum_frac=0.3,
-        standardize=True,
-        gap_cap=5.0,
+    "exact-std": _standardised_fine_tune(
+        "exact-std", _BASE_MODEL, context_start=256, curriculum_frac=0.3
     ),
+    # The same for the linear-attention network (``--init-from runs/dka-small/...``).
+    "dka-std": _standardised_fine_tune("dka-std", _BASE_MODEL.replace(attention="dka")),
     # exact-std grown (``--init-from runs/exact-std/best.safetensors``; ``nn.grow``) to 6
     # blocks with twice the FFN width: the near-noiseless tasks that carry most of the gap
     # need more precision than 4 blocks of width 64 reached in 20k fine-tuning steps. The new
     # blocks start as the identity, so the schedule warms up gently from the source's quality.
-    "exact-deep": TrainPreset(
-        name="exact-deep",
-        model=_BASE_MODEL.replace(num_blocks=6, dim_ffn=256),
-        prior=PriorConfig(max_context=512),
+    "exact-deep": _standardised_fine_tune(
+        "exact-deep",
+        _BASE_MODEL.replace(num_blocks=6, dim_ffn=256),
         total_steps=16_000,
         lr=2e-4,
         warmup_steps=500,
-        context_start=512,
-        standardize=True,
-        gap_cap=5.0,
-    ),
-    # The same for the linear-attention network (``--init-from runs/dka-small/...``).
-    "dka-std": TrainPreset(
-        name="dka-std",
-        model=_BASE_MODEL.replace(attention="dka"),
-        prior=PriorConfig(max_context=512),
-        total_steps=5_000,
-        lr=3e-4,
-        warmup_steps=200,
-        context_start=512,
-        standardize=True,
-        gap_cap=5.0,
     ),
 }
 

@@ -1,12 +1,15 @@
-"""Where a network's gap to the oracle comes from: by observation-noise level and context size.
+"""Where a network's gap to the oracle comes from: by noise level, lengthscale and context size.
 
 Scores the evaluation command's tasks (``botorch_tnpkr.evaluate``: kernels RBF / Matern-5/2 /
 Matern-3/2, d 1, 2, 3, 6, n 8, 32, 128, 512, its broader prior and seed, so the cells are the
-model card's) task by task, and groups the tasks by their noise-to-signal ratio
-``sqrt(noise / outputscale)``. Per group and context size it reports the mean gap per noisy
-target (nats), the group's share of the total gap, and how much wider the network's
-predictive variance is than the oracle's (geometric mean of the ratio): a calibrated but
-imprecise network has a ratio far above 1 where the oracle is precise.
+model card's) task by task, and groups the tasks twice: by their noise-to-signal ratio
+``sqrt(noise / outputscale)``, and by their roughness, the shortest lengthscale divided by
+``sqrt(d)`` (the training prior draws this task-wide scale from 0.07 to 1.0, the evaluation
+prior from 0.05 to 1.5, so the first and last groups are partly outside training). Per group
+and context size it reports the mean gap per noisy target (nats), the group's share of the
+total gap, and how much wider the network's predictive variance is than the oracle's
+(geometric mean of the ratio): a calibrated but imprecise network has a ratio far above 1
+where the oracle is precise.
 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/gap_by_noise.py --checkpoints tnpkr-exact \\
@@ -47,11 +50,18 @@ from botorch_tnpkr.priors import gaussian_logpdf  # noqa: E402
 
 # Upper edges of the noise-to-signal groups (the evaluation prior draws 1e-3..0.3).
 EDGES = (0.003, 0.01, 0.03, 0.1, math.inf)
+# Upper edges of the roughness groups (shortest lengthscale / sqrt(d)).
+LENGTH_EDGES = (0.07, 0.15, 0.4, 1.0, math.inf)
+# What each task is grouped by: (record key, table heading, group edges).
+GROUPINGS = (
+    ("noise_ratio", "noise / signal", EDGES),
+    ("roughness", "shortest lengthscale / sqrt(d)", LENGTH_EDGES),
+)
 
 
-def group_of(ratio: float) -> str:
+def group_of(ratio: float, edges: Sequence[float] = EDGES) -> str:
     lower = 0.0
-    for edge in EDGES:
+    for edge in edges:
         if ratio < edge:
             if not math.isfinite(edge):
                 return f">={lower:g}"
@@ -82,15 +92,16 @@ def score(
                 gap = oracle - gaussian_logpdf(batch.yt, mean, var).mean(-1)
                 log_ratio = (var / (batch.oracle_var + batch.noise)).log().mean(-1)
                 noise_ratio = (batch.hyper.noise / batch.hyper.outputscale).sqrt()
-                for g, lr, r in zip(
-                    gap.tolist(), log_ratio.tolist(), noise_ratio.tolist(), strict=True
-                ):
+                roughness = batch.hyper.lengthscale.amin(-1) / math.sqrt(dim)
+                columns = (gap, log_ratio, noise_ratio, roughness)
+                for g, lr, r, ls in zip(*(c.tolist() for c in columns), strict=True):
                     records.append(
                         {
                             "kernel": kernel,
                             "d": dim,
                             "n": n,
                             "noise_ratio": r,
+                            "roughness": ls,
                             "gap": g,
                             "log_var_ratio": lr,
                         }
@@ -98,13 +109,19 @@ def score(
     return records
 
 
-def summarise(records: list[dict[str, Any]], sizes: Sequence[int]) -> list[dict[str, Any]]:
-    """Per noise group: task count, share of the total gap, mean gap (all and per n), and the
-    geometric-mean ratio of the network's predictive variance to the oracle's."""
+def summarise(
+    records: list[dict[str, Any]],
+    sizes: Sequence[int],
+    key: str = "noise_ratio",
+    edges: Sequence[float] = EDGES,
+) -> list[dict[str, Any]]:
+    """Per group of ``key`` (edges ``edges``): task count, share of the total gap, mean gap
+    (all and per n), and the geometric-mean ratio of the network's predictive variance to the
+    oracle's. Each row names its group under ``"group"``."""
     total = sum(r["gap"] for r in records)
     groups: dict[str, list[dict[str, Any]]] = {}
-    for record in sorted(records, key=lambda r: r["noise_ratio"]):
-        groups.setdefault(group_of(record["noise_ratio"]), []).append(record)
+    for record in sorted(records, key=lambda r: r[key]):
+        groups.setdefault(group_of(record[key], edges), []).append(record)
     rows = []
     for name, group in groups.items():
         by_n = {}
@@ -113,7 +130,7 @@ def summarise(records: list[dict[str, Any]], sizes: Sequence[int]) -> list[dict[
             by_n[str(n)] = sum(gaps) / len(gaps) if gaps else None
         rows.append(
             {
-                "noise_ratio": name,
+                "group": name,
                 "tasks": len(group),
                 "share_of_gap": sum(r["gap"] for r in group) / total if total else None,
                 "mean_gap": sum(r["gap"] for r in group) / len(group),
@@ -127,18 +144,20 @@ def summarise(records: list[dict[str, Any]], sizes: Sequence[int]) -> list[dict[
 def markdown(results: dict[str, Any]) -> str:
     lines = []
     for name, entry in results["checkpoints"].items():
-        sizes = list(entry["groups"][0]["gap_by_n"])
-        head = ["noise / signal", "tasks", "share of gap", "mean gap"]
-        head += [f"gap n={n}" for n in sizes] + ["variance / oracle's"]
         lines += [f"**{name}** (step {entry['step']})", ""]
-        lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-        for row in entry["groups"]:
-            cells = [row["noise_ratio"], str(row["tasks"]), f"{row['share_of_gap']:.2f}"]
-            cells.append(f"{row['mean_gap']:.3f}")
-            cells += ["-" if v is None else f"{v:.3f}" for v in row["gap_by_n"].values()]
-            cells.append(f"{row['var_ratio']:.2f}")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        for key, heading, _ in GROUPINGS:
+            rows = entry["groups"][key]
+            sizes = list(rows[0]["gap_by_n"])
+            head = [heading, "tasks", "share of gap", "mean gap"]
+            head += [f"gap n={n}" for n in sizes] + ["variance / oracle's"]
+            lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+            for row in rows:
+                cells = [row["group"], str(row["tasks"]), f"{row['share_of_gap']:.2f}"]
+                cells.append(f"{row['mean_gap']:.3f}")
+                cells += ["-" if v is None else f"{v:.3f}" for v in row["gap_by_n"].values()]
+                cells.append(f"{row['var_ratio']:.2f}")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -171,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["checkpoints"][name] = {
             "step": extra.get("step"),
             "mean_gap": sum(r["gap"] for r in records) / len(records),
-            "groups": summarise(records, args.sizes),
+            "groups": {
+                key: summarise(records, args.sizes, key, edges) for key, _, edges in GROUPINGS
+            },
             "tasks": records,
         }
     suffix = "_smoke" if args.smoke else ""

@@ -244,7 +244,8 @@ for name, at, cv, test_loss, test_acc in rows:
 # could change; treat this as an example, not a benchmark (the project's benchmarks in
 # `benchmarks/` repeat runs over seeds). In the stored run the two strategies end with almost
 # the same cross-validated and test scores (printed above): on this problem the shared Sobol
-# design already contains a good configuration, and both improve on it only slightly.
+# design already contains a good configuration, and neither improves on it by much (the
+# "found at" column says at which trial each strategy found its best).
 #
 # On time: at this size each strategy spends one to three seconds proposing a trial, longer
 # than the classifier takes to cross-validate, and TNP-KR is not faster than the GP here: at

@@ -388,11 +388,12 @@ for name, runs in regrets.items():
 
 # %% [markdown]
 # One-dimensional problems are easy for every method, so the curves mostly differ in how
-# quickly they get close to the optimum. In the stored run the fine-tuned network ends with
-# the lowest regret, ahead of the GP and about ten times below the shipped network, which has
-# never seen a periodic function. Read this with care: a ten-step run on three functions is
-# a small sample, and other objectives or seeds could reorder the GP and the fine-tuned
-# network; the gap to the oracle (section 3) is the steadier measure.
+# quickly they get close to the optimum. In the stored run the shipped network ends with
+# the lowest regret and the fine-tuned one with the highest, although the fine-tuned network
+# is the closest to the oracle in section 3 (an earlier stored run, with an earlier shipped
+# network, had them the other way round). That is the caution to take from it: a ten-step
+# run on three functions is a small sample, and other objectives or seeds reorder the three
+# methods; the gap to the oracle (section 3) is the steadier measure.
 #
 # The workflow is the same for any prior you can write as a kernel (an additive kernel over
 # groups of inputs, a product with a linear trend, ...): register it, build a `PriorConfig`

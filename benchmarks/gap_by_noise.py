@@ -110,10 +110,7 @@ def score(
 
 
 def summarise(
-    records: list[dict[str, Any]],
-    sizes: Sequence[int],
-    key: str = "noise_ratio",
-    edges: Sequence[float] = EDGES,
+    records: list[dict[str, Any]], sizes: Sequence[int], key: str, edges: Sequence[float]
 ) -> list[dict[str, Any]]:
     """Per group of ``key`` (edges ``edges``): task count, share of the total gap, mean gap
     (all and per n), and the geometric-mean ratio of the network's predictive variance to the

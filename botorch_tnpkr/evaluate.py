@@ -300,12 +300,16 @@ def markdown_table(cells: list[CellResult]) -> str:
 
 
 def _trained_context(path_or_name: str) -> int | None:
-    """Largest training context of a checkpoint, from its metadata (None if unknown)."""
+    """Largest training context of a checkpoint: its config's ``trained_context``, else its
+    preset's ``max_context`` (older files), else None."""
     from botorch_tnpkr.checkpoints.registry import resolve_checkpoint
     from botorch_tnpkr.train.presets import PRESETS
 
     path, _ = resolve_checkpoint(path_or_name)
-    extra = read_metadata(path)["extra"]
+    meta = read_metadata(path)
+    if meta["config"].trained_context is not None:
+        return meta["config"].trained_context
+    extra = meta["extra"]
     preset = extra.get("preset") if isinstance(extra, dict) else None
     return PRESETS[preset].prior.max_context if preset in PRESETS else None
 

@@ -31,6 +31,13 @@ class TNPKRConfig:
         performer_features: Random features of the Performer backend.
         min_std: Floor of the predictive standard deviations, in units of the context's
             standard deviation of ``y`` (the network standardises ``y`` internally).
+        trained_context: Largest context the network was trained on, or None. When a read
+            has ``n`` valid keys and ``n`` exceeds it, the exact backends multiply their
+            attention logits (content and kernel bias) by ``log(n) / log(trained_context)``
+            (log-n scaling), so that attention does not spread thinner over more keys than
+            training ever showed. Contexts up to this size compute exactly what they would
+            without it. The linear backends ignore it. It holds no weights; training sets it
+            to the prior's ``max_context``.
     """
 
     max_dim: int = 8
@@ -44,6 +51,7 @@ class TNPKRConfig:
     dka_features: int = 64
     performer_features: int = 128
     min_std: float = 1e-3
+    trained_context: int | None = None
 
     def __post_init__(self) -> None:
         positive = (
@@ -73,6 +81,13 @@ class TNPKRConfig:
             )
         if not (isinstance(self.min_std, (int, float)) and 0.0 < self.min_std < 1.0):
             raise ConfigError(f"TNPKRConfig.min_std must lie in (0, 1), got {self.min_std!r}.")
+        trained = self.trained_context
+        if trained is not None and (
+            isinstance(trained, bool) or not isinstance(trained, int) or trained < 2
+        ):
+            raise ConfigError(
+                f"TNPKRConfig.trained_context must be an integer >= 2 or None, got {trained!r}."
+            )
 
     @property
     def dim_head(self) -> int:

@@ -10,7 +10,8 @@ the trained one keeps everything it learned and adds capacity that starts as the
   zero, so the FFN's output is unchanged.
 
 The grown network's predictions equal the source's (up to float rounding) until it is trained;
-every other part of the architecture must match.
+every other part of the architecture must match (settings without weights, such as
+``trained_context``, are taken from the target).
 """
 
 from __future__ import annotations
@@ -25,18 +26,21 @@ from botorch_tnpkr.nn.config import TNPKRConfig
 from botorch_tnpkr.nn.model import TNPKR
 
 GROWABLE = ("num_blocks", "dim_ffn")
+# Settings without weights: they may differ freely (the grown network takes the target's).
+UNWEIGHTED = ("trained_context",)
 
 
 def growth_description(source: TNPKRConfig, target: TNPKRConfig) -> str:
     """What ``grow_network`` would change, e.g. ``"num_blocks 4 -> 6, dim_ffn 128 -> 256"``.
 
-    Empty when the two configurations are equal; raises ``ConfigError`` when ``target`` cannot
-    be grown from ``source`` (a field other than ``GROWABLE`` differs, or one shrinks).
+    Empty when the two configurations are equal up to ``UNWEIGHTED`` settings; raises
+    ``ConfigError`` when ``target`` cannot be grown from ``source`` (a field other than
+    ``GROWABLE`` differs, or one shrinks).
     """
     changes = []
     for field in dataclasses.fields(TNPKRConfig):
         old, new = getattr(source, field.name), getattr(target, field.name)
-        if old == new:
+        if old == new or field.name in UNWEIGHTED:
             continue
         if field.name not in GROWABLE:
             raise ConfigError(

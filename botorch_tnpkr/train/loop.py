@@ -232,8 +232,8 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
     state_path = run_dir / STATE_FILE
 
     torch.manual_seed(options.seed)
-    model = TNPKR(preset.model).to(device)
-    ema_model = TNPKR(preset.model).to(device)
+    model = TNPKR(preset.network_config).to(device)
+    ema_model = TNPKR(preset.network_config).to(device)
     init_note = None
     if options.init_from is not None and not options.resume:
         init_note = _load_initial_weights(model, options.init_from, preset)

@@ -74,6 +74,14 @@ class TrainPreset:
         if self.causal_max_added < 1:
             raise ConfigError(f"causal_max_added must be >= 1, got {self.causal_max_added}.")
 
+    @property
+    def network_config(self) -> TNPKRConfig:
+        """The network to train: ``model`` with ``trained_context`` set to the prior's
+        ``max_context`` unless ``model`` sets it (log-n attention scaling beyond it)."""
+        if self.model.trained_context is not None:
+            return self.model
+        return self.model.replace(trained_context=self.prior.max_context)
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["model"] = self.model.to_dict()

@@ -19,8 +19,8 @@ import torch
 
 from botorch_tnpkr.checkpoints.registry import CHECKPOINT_DIR, REGISTRY_FILE, file_sha256
 from botorch_tnpkr.evaluate import main as evaluate_main
-from botorch_tnpkr.nn import read_metadata
-from botorch_tnpkr.train.presets import get_preset
+from botorch_tnpkr.nn import TNPKR, load_network, read_metadata, save_network
+from botorch_tnpkr.train.presets import PRESETS, get_preset
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -96,6 +96,23 @@ def _card(name: str, meta: dict[str, Any], report: dict[str, Any], table: str, c
     return "\n".join(lines)
 
 
+def _record_trained_context(path: Path) -> None:
+    """Give a network exported before ``trained_context`` existed its preset's ``max_context``.
+
+    The setting has no weights, so the file is rewritten with the same tensors and metadata;
+    a file that has it, or whose preset is unknown, is left alone.
+    """
+    meta = read_metadata(path)
+    preset_name = meta["extra"].get("preset") if isinstance(meta["extra"], dict) else None
+    if meta["config"].trained_context is not None or preset_name not in PRESETS:
+        return
+    trained = PRESETS[preset_name].prior.max_context
+    network = TNPKR(meta["config"].replace(trained_context=trained))
+    network.load_state_dict(load_network(path).state_dict())
+    save_network(network, path, extra=meta["extra"])
+    print(f"{path.name}: recorded trained_context={trained} (preset {preset_name!r})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tnpkr-ship", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, type=Path)
@@ -129,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     snapshot = out.with_name(out.name + ".snapshot.safetensors")
     shutil.copyfile(source, snapshot)
     source = snapshot
+    _record_trained_context(source)
     max_dim = read_metadata(source)["config"].max_dim
     dims = ",".join(str(d) for d in (1, 2, 3, 6) if d <= max_dim)
     eval_args = ["--checkpoint", str(source), "--tasks", str(args.tasks), "--out", str(out)]

@@ -318,6 +318,19 @@ class TestScan(CausalConformance):
         assert_same_prediction(out[0], out[1], **F64)
 
 
+class TestSoftmaxBeyondTrainedContext(CausalConformance):
+    """Log-n scaling active: context plus added points (10 + a) exceed ``trained_context``."""
+
+    attention = "softmax"
+
+    def model(self, **changes):
+        return make_model(self.attention, **{"trained_context": 4, **changes})
+
+
+class TestScanBeyondTrainedContext(TestSoftmaxBeyondTrainedContext):
+    attention = "scan"
+
+
 class TestDKA(CausalConformance):
     attention = "dka"
 

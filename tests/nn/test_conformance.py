@@ -268,6 +268,19 @@ class TestScan(BackendConformance):
     attention = "scan"
 
 
+class TestSoftmaxBeyondTrainedContext(BackendConformance):
+    """Log-n scaling active: the tasks' contexts (10 points) exceed ``trained_context``."""
+
+    attention = "softmax"
+
+    def model(self, dtype: torch.dtype = torch.float64, **changes):
+        return make_model(self.attention, dtype, **{"trained_context": 4, **changes})
+
+
+class TestScanBeyondTrainedContext(TestSoftmaxBeyondTrainedContext):
+    attention = "scan"
+
+
 class TestDeepKernelAttention(BackendConformance):
     attention = "dka"
     linear_memory = True

@@ -75,7 +75,7 @@ def test_a_smaller_source_is_grown_into_the_preset(tmp_path: Path) -> None:
     run_dir = tmp_path / "grown"
     train(preset, RunOptions(run_dir=run_dir, init_from=source, progress=False, threads=1))
     tuned = load_network(run_dir / "latest.safetensors")
-    assert tuned.config == preset.model
+    assert tuned.config == preset.network_config
     original = load_network(source).eval()
     gen = torch.Generator().manual_seed(0)
     xc, yc = torch.rand(2, 9, 3, generator=gen), torch.randn(2, 9, generator=gen)

@@ -38,7 +38,8 @@ def test_resume_continues_the_same_run_exactly(tmp_path: Path) -> None:
     # The exported network is the weight average and loads on its own.
     net = load_network(tmp_path / "split" / "latest.safetensors")
     assert read_metadata(tmp_path / "split" / "latest.safetensors")["extra"]["step"] == 20
-    assert net.config == preset.model
+    assert net.config == preset.network_config
+    assert net.config.trained_context == preset.prior.max_context
     records = [
         json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()
     ]
@@ -176,10 +177,32 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     card = (dest / "t.md").read_text()
     assert "mean gap to the oracle" in card and "tiny" in card
     net = load_checkpoint(dest / "t.safetensors", sha256=registry["t"]["sha256"])
-    assert net.config == get_preset("tiny").model
+    assert net.config == get_preset("tiny").network_config
     assert ship(args) == 1  # the same network is not better than itself
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(dest / "t.safetensors", sha256="0" * 64)
+
+
+def test_ship_records_the_trained_context_of_an_older_export(tmp_path: Path) -> None:
+    from botorch_tnpkr.nn import TNPKR, save_network
+    from botorch_tnpkr.train.ship import main as ship
+
+    preset = get_preset("tiny")
+    train(preset, _opts(tmp_path / "run", stop_after=2))
+    path = tmp_path / "run" / "best.safetensors"
+    trained = load_network(path)
+    old = TNPKR(trained.config.replace(trained_context=None))  # as written before the setting
+    old.load_state_dict(trained.state_dict())
+    save_network(old, path, extra=read_metadata(path)["extra"])
+    dest = tmp_path / "ckpts"
+    dest.mkdir()
+    args = ["--run-dir", str(tmp_path / "run"), "--name", "t", "--tasks", "2", "--no-gp"]
+    assert ship([*args, "--sizes", "4", "--dest", str(dest)]) == 0
+    shipped = load_network(dest / "t.safetensors")
+    assert shipped.config.trained_context == preset.prior.max_context
+    for key, value in trained.state_dict().items():
+        assert torch.equal(shipped.state_dict()[key], value)
+    assert read_metadata(dest / "t.safetensors")["extra"]["step"] == 2
 
 
 def test_evaluate_reuses_gp_scores_of_the_same_tasks(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ def build_attention(config: TNPKRConfig) -> AttentionBackend:
             config.num_basis,
             config.attention,
             config.scan_chunk,
+            config.trained_context,
         )
     if config.attention == "dka":
         return DeepKernelAttention(

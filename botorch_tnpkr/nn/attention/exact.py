@@ -20,6 +20,24 @@ def masked_fill_value(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min / 4
 
 
+def logit_scale(num_keys: Tensor, trained_context: int | None, dtype: torch.dtype) -> Tensor | None:
+    """Log-n scaling factors of the attention logits (``TNPKRConfig.trained_context``).
+
+    Args:
+        num_keys: `B` numbers of valid keys of each task's read.
+        trained_context: Largest context the network was trained on, or None (no scaling).
+        dtype: dtype of the result.
+
+    Returns:
+        `B` factors ``max(1, log(n) / log(trained_context))``, or None. A factor of exactly 1
+        leaves the logits bit for bit unchanged, so no task up to the trained size is affected.
+    """
+    if trained_context is None:
+        return None
+    n = num_keys.to(torch.float64).clamp_min(1.0)
+    return (n.log() / math.log(trained_context)).clamp_min(1.0).to(dtype)
+
+
 class ExactAttention(AttentionBackend):
     """Multi-head softmax attention whose logits carry a learnable kernel bias of distance.
 
@@ -28,10 +46,22 @@ class ExactAttention(AttentionBackend):
     (``chunk`` queries x ``chunk`` keys) with an online softmax, building each tile's bias on
     the fly, so that memory does not grow with ``nq * nk``. During training the tiles of each
     query chunk are recomputed in the backward pass (gradient checkpointing).
+
+    With ``trained_context`` set, a task whose read has more valid keys than that has its
+    logits multiplied by ``logit_scale`` (log-n scaling); smaller reads are unchanged.
     """
 
-    def __init__(self, dim_model: int, num_heads: int, num_basis: int, mode: str, chunk: int):
+    def __init__(
+        self,
+        dim_model: int,
+        num_heads: int,
+        num_basis: int,
+        mode: str,
+        chunk: int,
+        trained_context: int | None = None,
+    ):
         super().__init__()
+        self.trained_context = trained_context
         self.num_heads = num_heads
         self.dim_head = dim_model // num_heads
         self.q_proj = nn.Linear(dim_model, dim_model)
@@ -56,42 +86,84 @@ class ExactAttention(AttentionBackend):
         if k.shape[-2] == 0 or nq == 0:
             return tokens.new_zeros(b, nq, dim)
         q = self._heads(self.q_proj(tokens))  # (B, H, nq, Dh)
+        scale = logit_scale(mask.sum(-1), self.trained_context, q.dtype)  # (B,) or None
+        if scale is not None:
+            q = q * scale.view(b, 1, 1, 1)
         if self.mode == "softmax":
-            out = self._softmax(q, k, v, x, xk, mask)
+            out = self._softmax(q, k, v, x, xk, mask, scale)
         else:
-            out = self._scan(q, k, v, x, xk, mask)
+            out = self._scan(q, k, v, x, xk, mask, scale)
         out = self.out_proj(out.transpose(1, 2).reshape(b, nq, dim))
         # Zero after the projection, as for an empty key set (the projection has a bias).
         return out * any_valid.view(b, 1, 1).to(out.dtype)
 
-    def _logit_bias(self, xq: Tensor, xk: Tensor, mask: Tensor) -> Tensor:
+    def _logit_bias(
+        self, xq: Tensor, xk: Tensor, mask: Tensor, scale: Tensor | None = None
+    ) -> Tensor:
+        """`B x H x nq x nk` kernel bias (times the `B` ``scale``), invalid keys filled."""
         bias = self.bias(scaled_distance(xq, xk, 1.0))  # (B, H, nq, nk)
+        if scale is not None:
+            bias = bias * scale.view(-1, 1, 1, 1)
         return bias.masked_fill(~mask[:, None, None, :], masked_fill_value(bias.dtype))
 
-    def _softmax(self, q: Tensor, k: Tensor, v: Tensor, xq: Tensor, xk: Tensor, mask: Tensor):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=self._logit_bias(xq, xk, mask))
+    def _softmax(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        xq: Tensor,
+        xk: Tensor,
+        mask: Tensor,
+        scale: Tensor | None,
+    ) -> Tensor:
+        bias = self._logit_bias(xq, xk, mask, scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
-    def _scan(self, q: Tensor, k: Tensor, v: Tensor, xq: Tensor, xk: Tensor, mask: Tensor):
+    def _scan(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        xq: Tensor,
+        xk: Tensor,
+        mask: Tensor,
+        scale: Tensor | None,
+    ) -> Tensor:
         outs = []
         for start in range(0, q.shape[-2], self.chunk):
             stop = start + self.chunk
-            args = (q[..., start:stop, :], k, v, xq[:, start:stop], xk, mask)
+            args = (q[..., start:stop, :], k, v, xq[:, start:stop], xk, mask, scale)
             if self.training and torch.is_grad_enabled():
                 outs.append(checkpoint(self._scan_rows, *args, use_reentrant=False))
             else:
                 outs.append(self._scan_rows(*args))
         return torch.cat(outs, dim=-2)
 
-    def _scan_rows(self, q: Tensor, k: Tensor, v: Tensor, xq: Tensor, xk: Tensor, mask: Tensor):
-        """Online-softmax attention of one query chunk over all key chunks."""
-        scale = 1.0 / math.sqrt(q.shape[-1])
+    def _scan_rows(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        xq: Tensor,
+        xk: Tensor,
+        mask: Tensor,
+        scale: Tensor | None,
+    ) -> Tensor:
+        """Online-softmax attention of one query chunk over all key chunks.
+
+        ``q`` `B x H x nq x Dh` (already multiplied by ``scale``), ``k``, ``v``
+        `B x H x nk x Dh`, ``xq`` `B x nq x max_dim`, ``xk`` `B x nk x max_dim`, ``mask``
+        `B x nk`, ``scale`` `B` or None.
+        """
+        inv_sqrt = 1.0 / math.sqrt(q.shape[-1])
         run_max = q.new_full((*q.shape[:-1], 1), float("-inf"))
         run_sum = q.new_zeros((*q.shape[:-1], 1))
         acc = torch.zeros_like(q)
         for start in range(0, k.shape[-2], self.chunk):
             stop = start + self.chunk
-            logits = torch.matmul(q, k[..., start:stop, :].transpose(-1, -2)) * scale
-            logits = logits + self._logit_bias(xq, xk[:, start:stop], mask[:, start:stop])
+            logits = torch.matmul(q, k[..., start:stop, :].transpose(-1, -2)) * inv_sqrt
+            bias = self._logit_bias(xq, xk[:, start:stop], mask[:, start:stop], scale)
+            logits = logits + bias
             new_max = torch.maximum(run_max, logits.amax(dim=-1, keepdim=True))
             weights = torch.exp(logits - new_max)
             rescale = torch.exp(run_max - new_max)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from botorch_tnpkr.nn.attention.base import AttentionBackend
-from botorch_tnpkr.nn.attention.exact import ExactAttention, masked_fill_value
+from botorch_tnpkr.nn.attention.exact import ExactAttention, logit_scale, masked_fill_value
 from botorch_tnpkr.nn.attention.linear import DeepKernelAttention, PerformerAttention
 from botorch_tnpkr.nn.bias import scaled_distance
 
@@ -154,6 +154,11 @@ def _read_exact(
     b, _, _, m, dim = tokens.shape
     h, dh = attention.num_heads, attention.dim_head
     q = _split_heads(attention.q_proj(tokens), h) / math.sqrt(dh)  # (B, G, S, H, m, Dh)
+    # Log-n scaling counts the context's valid keys and the path's added ones together.
+    num_keys = mask_c.sum(-1) + (0 if added is None else added[0].shape[-2])
+    scale = logit_scale(num_keys, attention.trained_context, q.dtype)  # (B,) or None
+    if scale is not None:
+        q = q * scale.view(b, 1, 1, 1, 1, 1)
     g = max(q.shape[1], x.shape[1], 1 if added is None else added[0].shape[1])
     s = max(q.shape[2], 1 if added is None else added[0].shape[2])
     q = q.expand(b, g, s, h, m, dh)
@@ -169,6 +174,8 @@ def _read_exact(
             stop = min(start + chunk, n)
             logits = torch.matmul(rows, k_c[..., start:stop, :].transpose(-1, -2))
             bias = attention.bias(scaled_distance(x_rows, x_c[:, start:stop], 1.0))
+            if scale is not None:
+                bias = bias * scale.view(b, 1, 1, 1)
             bias = bias.masked_fill(
                 ~mask_c[:, None, None, start:stop], masked_fill_value(bias.dtype)
             )  # (B, H, G m, c)
@@ -190,6 +197,8 @@ def _read_exact(
         xq = x.reshape(b * g, m, x.shape[-1])
         xk = x_a.expand(b, g, a, x_a.shape[-1]).reshape(b * g, a, x_a.shape[-1])
         bias = attention.bias(scaled_distance(xq, xk, 1.0)).view(b, g, 1, h, m, a)
+        if scale is not None:
+            bias = bias * scale.view(b, 1, 1, 1, 1, 1)
         logits = logits + bias
         block_max = logits.amax(dim=-1, keepdim=True)
         weights = torch.exp(logits - block_max)

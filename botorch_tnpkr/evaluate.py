@@ -299,7 +299,7 @@ def markdown_table(cells: list[CellResult]) -> str:
     return "\n".join(lines)
 
 
-def _trained_context(path_or_name: str) -> int | None:
+def checkpoint_trained_context(path_or_name: str) -> int | None:
     """Largest training context of a checkpoint: its config's ``trained_context``, else its
     preset's ``max_context`` (older files), else None."""
     from botorch_tnpkr.checkpoints.registry import resolve_checkpoint
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if gp_scores is not None:
         report["gp_from"] = str(args.gp_from)
-    trained = None if args.no_extrapolation else _trained_context(args.checkpoint)
+    trained = None if args.no_extrapolation else checkpoint_trained_context(args.checkpoint)
     if trained:
         gaps = {}
         for n in (trained, 4 * trained):

@@ -52,12 +52,9 @@ SETTINGS = ("off", "on")
 
 def variants(network: TNPKR, trained: int) -> dict[str, TNPKR]:
     """The network's weights without (``off``) and with (``on``) log-n scaling, float64."""
-    out = {}
-    for setting, value in zip(SETTINGS, (None, trained), strict=True):
-        net = TNPKR(network.config.replace(trained_context=value)).double().eval()
-        net.load_state_dict(network.state_dict())
-        out[setting] = net
-    return out
+    network = network.double().eval()
+    values = (None, trained)
+    return {s: network.with_trained_context(v) for s, v in zip(SETTINGS, values, strict=True)}
 
 
 def held_out_nll(net: TNPKR, xc: torch.Tensor, yc: torch.Tensor, xt, yt) -> float:

@@ -229,6 +229,17 @@ class TNPKR(nn.Module):
             noise_var=(scale * noise_std) ** 2,
         )
 
+    def with_trained_context(self, trained_context: int | None) -> TNPKR:
+        """A copy with another ``config.trained_context`` (None turns log-n scaling off).
+
+        The setting has no weights, so the copy has this network's weights, dtype and device.
+        """
+        param = next(self.parameters())
+        other = TNPKR(self.config.replace(trained_context=trained_context))
+        other = other.to(device=param.device, dtype=param.dtype).train(self.training)
+        other.load_state_dict(self.state_dict())
+        return other
+
     def set_exact_backend(self, mode: str) -> None:
         """Switch an exact-attention network between ``softmax`` and ``scan`` (same weights)."""
         if self.config.attention not in EXACT_BACKENDS or mode not in EXACT_BACKENDS:

@@ -19,7 +19,7 @@ import torch
 
 from botorch_tnpkr.checkpoints.registry import CHECKPOINT_DIR, REGISTRY_FILE, file_sha256
 from botorch_tnpkr.evaluate import main as evaluate_main
-from botorch_tnpkr.nn import TNPKR, load_network, read_metadata, save_network
+from botorch_tnpkr.nn import load_network, read_metadata, save_network
 from botorch_tnpkr.train.presets import PRESETS, get_preset
 
 MAX_BYTES = 10 * 1024 * 1024
@@ -107,9 +107,7 @@ def _record_trained_context(path: Path) -> None:
     if meta["config"].trained_context is not None or preset_name not in PRESETS:
         return
     trained = PRESETS[preset_name].prior.max_context
-    network = TNPKR(meta["config"].replace(trained_context=trained))
-    network.load_state_dict(load_network(path).state_dict())
-    save_network(network, path, extra=meta["extra"])
+    save_network(load_network(path).with_trained_context(trained), path, extra=meta["extra"])
     print(f"{path.name}: recorded trained_context={trained} (preset {preset_name!r})")
 
 

@@ -8,24 +8,17 @@ import pytest
 import torch
 
 from botorch_tnpkr.errors import ConfigError
-from botorch_tnpkr.nn import TNPKR, TNPKRConfig
+from botorch_tnpkr.nn import TNPKRConfig
 from botorch_tnpkr.nn.attention.exact import ExactAttention, logit_scale
 from botorch_tnpkr.nn.bias import scaled_distance
 from botorch_tnpkr.nn.grow import grow_network, growth_description
 from tests.nn.helpers import SMALL, assert_same_prediction, make_model, make_task
 
 
-def _with_trained_context(model: TNPKR, trained: int | None) -> TNPKR:
-    """The same weights under another ``trained_context``."""
-    other = TNPKR(model.config.replace(trained_context=trained)).double().eval()
-    other.load_state_dict(model.state_dict())
-    return other
-
-
 @pytest.mark.parametrize("attention", ["softmax", "scan"])
 def test_contexts_up_to_the_trained_size_are_bit_for_bit_unchanged(attention: str) -> None:
     plain = make_model(attention)
-    scaled = _with_trained_context(plain, 10)
+    scaled = plain.with_trained_context(10)
     xc, yc, xt = make_task(nc=10, nt=5)
     with torch.no_grad():
         a, b = plain(xc, yc, xt), scaled(xc, yc, xt)
@@ -39,9 +32,9 @@ def test_larger_contexts_change_and_backends_agree(attention: str) -> None:
     xc, yc, xt = make_task(nc=20, nt=5)
     with torch.no_grad():
         a = plain(xc, yc, xt)
-        b = _with_trained_context(plain, 10)(xc, yc, xt)
+        b = plain.with_trained_context(10)(xc, yc, xt)
         other = "scan" if attention == "softmax" else "softmax"
-        c = _with_trained_context(make_model(other), 10)(xc, yc, xt)
+        c = make_model(other).with_trained_context(10)(xc, yc, xt)
     assert not torch.allclose(a.mean, b.mean)
     assert_same_prediction(b, c, rtol=1e-10, atol=1e-10)
 
@@ -94,6 +87,18 @@ def test_padding_does_not_count_as_keys() -> None:
 def test_bad_trained_context_is_refused(bad) -> None:
     with pytest.raises(ConfigError, match="trained_context must be an integer >= 2 or None"):
         TNPKRConfig(**SMALL, trained_context=bad)
+
+
+def test_with_trained_context_copies_weights_and_mode() -> None:
+    model = make_model("softmax", trained_context=8)
+    off = model.with_trained_context(None)
+    assert off.config.trained_context is None and not off.training
+    assert next(off.parameters()).dtype == torch.float64
+    for key, value in model.state_dict().items():
+        assert torch.equal(off.state_dict()[key], value)
+    assert model.config.trained_context == 8  # the original is unchanged
+    with pytest.raises(ConfigError, match="trained_context"):
+        model.with_trained_context(1)
 
 
 def test_old_configs_load_without_it_and_growth_ignores_it() -> None:

@@ -195,6 +195,26 @@ def _load_initial_weights(model: TNPKR, checkpoint: str | os.PathLike, preset: T
     )
 
 
+def _trained_context(
+    preset: TrainPreset, init_from: str | os.PathLike | None, state: dict[str, Any] | None
+) -> int | None:
+    """The ``trained_context`` of the network a run trains and exports.
+
+    The preset's (its prior's ``max_context``) for a fresh run; a fine-tune also keeps what its
+    source was trained on, so that a fine-tune on shorter contexts does not rescale attention
+    where the source was trained; a resumed run keeps the value it started with.
+    """
+    own = preset.network_config.trained_context
+    if state is not None:
+        return state.get("trained_context", own)
+    if init_from is None:
+        return own
+    from botorch_tnpkr.evaluate import checkpoint_trained_context
+
+    source = checkpoint_trained_context(os.fspath(init_from))
+    return own if source is None or own is None else max(own, source)
+
+
 class _StopFlag:
     """Set by SIGTERM/SIGINT so that the loop saves and exits cleanly between steps."""
 
@@ -231,9 +251,13 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
 
+    state = load_state(state_path) if options.resume else None
+    network_config = preset.network_config.replace(
+        trained_context=_trained_context(preset, options.init_from, state)
+    )
     torch.manual_seed(options.seed)
-    model = TNPKR(preset.network_config).to(device)
-    ema_model = TNPKR(preset.network_config).to(device)
+    model = TNPKR(network_config).to(device)
+    ema_model = TNPKR(network_config).to(device)
     init_note = None
     if options.init_from is not None and not options.resume:
         init_note = _load_initial_weights(model, options.init_from, preset)
@@ -244,8 +268,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
     )
     step, train_seconds, best_val = 0, 0.0, math.inf
     total = options.total_steps or preset.total_steps
-    if options.resume:
-        state = load_state(state_path)
+    if state is not None:
         saved_model = TNPKRConfig.from_dict(json.loads(state["model_config"]))
         if saved_model != preset.model or state["preset"] != preset.name:
             raise CheckpointError(
@@ -299,6 +322,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
             "best_val": best_val,
             "preset_json": json.dumps(preset.to_dict(), default=list),
             "model_config": json.dumps(preset.model.to_dict()),
+            "trained_context": network_config.trained_context,
             "model": model.state_dict(),
             "ema": ema_model.state_dict(),
             "optimizer": optimizer.state_dict(),

@@ -86,3 +86,19 @@ def test_a_smaller_source_is_grown_into_the_preset(tmp_path: Path) -> None:
     torch.testing.assert_close(got.fvar, want.fvar, rtol=1e-4, atol=1e-6)
     note = load_state(run_dir / STATE_FILE)["init_from"]
     assert "grown: num_blocks 1 -> 2, dim_ffn 32 -> 48" in note
+
+
+def test_fine_tune_keeps_the_sources_longer_trained_context(tmp_path: Path) -> None:
+    """A fine-tune on shorter contexts must not rescale attention where the source trained."""
+    tiny = get_preset("tiny")  # contexts up to 16
+    source = _source(tmp_path, trained_context=64)
+    opts = dict(progress=False, threads=1, seed=0, stop_after=1)
+    train(tiny, RunOptions(run_dir=tmp_path / "ft", init_from=source, **opts))
+    assert load_network(tmp_path / "ft" / "latest.safetensors").config.trained_context == 64
+    resumed = dict(opts, stop_after=2)
+    train(tiny, RunOptions(run_dir=tmp_path / "ft", resume=True, **resumed))
+    assert load_network(tmp_path / "ft" / "latest.safetensors").config.trained_context == 64
+    (tmp_path / "short").mkdir()
+    short = _source(tmp_path / "short", trained_context=8)
+    train(tiny, RunOptions(run_dir=tmp_path / "ft8", init_from=short, **opts))
+    assert load_network(tmp_path / "ft8" / "latest.safetensors").config.trained_context == 16

@@ -37,7 +37,7 @@ class TNPKRConfig:
             (log-n scaling), so that attention does not spread thinner over more keys than
             training ever showed. Contexts up to this size compute exactly what they would
             without it. The linear backends ignore it. It holds no weights; training sets it
-            to the prior's ``max_context``.
+            to the prior's ``max_context`` (a fine-tune keeps its source's if that is longer).
     """
 
     max_dim: int = 8

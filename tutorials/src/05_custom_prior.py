@@ -391,9 +391,10 @@ for name, runs in regrets.items():
 # quickly they get close to the optimum. In the stored run `SingleTaskGP` ends with the
 # lowest regret, the shipped network next and the fine-tuned one with the highest, although
 # the fine-tuned network is the closest to the oracle in section 3 (an earlier stored run,
-# with an earlier shipped network, had the two networks the other way round). That is the caution to take from it: a ten-step
-# run on three functions is a small sample, and other objectives or seeds reorder the three
-# methods; the gap to the oracle (section 3) is the steadier measure.
+# with an earlier shipped network, had the two networks the other way round). That is the
+# caution to take from it: a ten-step run on three functions is a small sample, and other
+# objectives or seeds reorder the three methods; the gap to the oracle (section 3) is the
+# steadier measure.
 #
 # The workflow is the same for any prior you can write as a kernel (an additive kernel over
 # groups of inputs, a product with a linear trend, ...): register it, build a `PriorConfig`

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from botorch_tnpkr.checkpoints.registry import CHECKPOINT_DIR, REGISTRY_FILE, file_sha256
+from botorch_tnpkr.evaluate import checkpoint_trained_context
 from botorch_tnpkr.evaluate import main as evaluate_main
 from botorch_tnpkr.nn import load_network, read_metadata, save_network
-from botorch_tnpkr.train.presets import PRESETS, get_preset
+from botorch_tnpkr.train.presets import get_preset
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -103,12 +104,11 @@ def _record_trained_context(path: Path) -> None:
     a file that has it, or whose preset is unknown, is left alone.
     """
     meta = read_metadata(path)
-    preset_name = meta["extra"].get("preset") if isinstance(meta["extra"], dict) else None
-    if meta["config"].trained_context is not None or preset_name not in PRESETS:
+    trained = checkpoint_trained_context(str(path))  # the preset's, for such a file
+    if meta["config"].trained_context is not None or trained is None:
         return
-    trained = PRESETS[preset_name].prior.max_context
     save_network(load_network(path).with_trained_context(trained), path, extra=meta["extra"])
-    print(f"{path.name}: recorded trained_context={trained} (preset {preset_name!r})")
+    print(f"{path.name}: recorded trained_context={trained} (from its preset)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,8 +34,11 @@ def logit_scale(num_keys: Tensor, trained_context: int | None, dtype: torch.dtyp
     """
     if trained_context is None:
         return None
-    n = num_keys.to(torch.float64).clamp_min(1.0)
-    return (n.log() / math.log(trained_context)).clamp_min(1.0).to(dtype)
+    # float32 at least (a bf16 log ratio is coarse), never float64 (MPS has none); the
+    # ``where`` keeps the factor exactly 1 up to the trained size whatever the rounding.
+    n = num_keys.to(torch.promote_types(dtype, torch.float32))
+    ratio = n.clamp_min(1.0).log() / math.log(trained_context)
+    return torch.where(n > trained_context, ratio, torch.ones_like(ratio)).to(dtype)
 
 
 class ExactAttention(AttentionBackend):

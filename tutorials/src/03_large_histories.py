@@ -208,8 +208,8 @@ plt.show()
 # core, keeps only a coarse summary. Hartmann-6 is smooth and the noise is small, which is
 # where a fitted GP is at its best: the GP is the most accurate of the three up to 2,000
 # points, even when it only sees 1,000 of them. At 4,000 points, where the GP still sees a
-# subset of 1,000, the exact network catches up with it in the stored run (the same RMSE and
-# a higher log-likelihood). Both networks are still being trained; these are the shipped
+# subset of 1,000, the exact network catches up with it in the stored run (about the same
+# RMSE and a higher log-likelihood). Both networks are still being trained; these are the shipped
 # checkpoints' numbers today, not a limit of the method.
 #
 # In practice:

@@ -388,10 +388,10 @@ for name, runs in regrets.items():
 
 # %% [markdown]
 # One-dimensional problems are easy for every method, so the curves mostly differ in how
-# quickly they get close to the optimum. In the stored run `SingleTaskGP` ends with the
-# lowest regret, the shipped network next and the fine-tuned one with the highest, although
-# the fine-tuned network is the closest to the oracle in section 3 (an earlier stored run,
-# with an earlier shipped network, had the two networks the other way round). That is the
+# quickly they get close to the optimum. In the stored run the fine-tuned network ends with
+# the lowest regret, just below `SingleTaskGP`, and the shipped network with the highest,
+# the two networks in the order of their gaps to the oracle in section 3; but earlier stored
+# runs, with earlier shipped networks, put the GP first and the fine-tuned network last. That is the
 # caution to take from it: a ten-step run on three functions is a small sample, and other
 # objectives or seeds reorder the three methods; the gap to the oracle (section 3) is the
 # steadier measure.

@@ -27,6 +27,7 @@ Usage:
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bo_regret.py --acq logei --noise noiseless \\
         --budget-minutes 120                       # continue the q=1 LogEI noiseless suite
     python benchmarks/bo_regret.py --report        # tables and plots of what has run
+    python benchmarks/bo_regret.py --compare 7a16235e 4c014125   # checkpoints, paired runs
     python benchmarks/bo_regret.py --smoke --out-dir /tmp/bo   # seconds: a smoke run
 """
 
@@ -522,6 +523,75 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def compare_checkpoints(records: list[dict[str, Any]], shas: Sequence[str]) -> str:
+    """TNP-KR checkpoints side by side on the runs they all have (and the GP's on those seeds).
+
+    For every (acquisition, noise) variant, the (function, seed) runs that every checkpoint
+    in ``shas`` (sha256 prefixes) finished are paired: a table of mean final log10 regret per
+    function, the suite mean, and each checkpoint's mean paired difference to the first one
+    with its standard error over the pairs. Every run of a pair is cut to the pair's shortest
+    iteration count (equal evaluations); the longest record of each run is used.
+    """
+    curves: dict[tuple, dict[str, list[float]]] = defaultdict(dict)
+    for record in select_records(records, None):
+        if record["method"] == "gp":
+            label = "gp"
+        elif record["method"] == "tnpkr":
+            sha = record.get("checkpoint_sha256") or ""
+            label = next((s for s in shas if sha.startswith(s)), None)
+            if label is None:
+                continue
+        else:
+            continue
+        key = (record["acq"], record["noise"], record["function"], record["seed"])
+        curves[key][label] = record["regret"]
+    finals = {
+        key: {label: log10_regret(c[min(map(len, runs.values())) - 1]) for label, c in runs.items()}
+        for key, runs in curves.items()
+    }
+    lines: list[str] = []
+    for acq in ACQUISITIONS:
+        for noise in NOISE_VARIANTS:
+            pairs = {
+                k: v for k, v in finals.items() if k[:2] == (acq, noise) and set(shas) <= set(v)
+            }
+            if not pairs:
+                continue
+            functions = [f for f in FUNCTIONS if any(k[2] == f for k in pairs)]
+            with_gp = all("gp" in v for v in pairs.values())
+            head = list(shas) + (["SingleTaskGP"] if with_gp else [])
+            lines += [
+                f"**{ACQ_LABELS[acq]}, {noise}**: mean final log10 simple regret over the "
+                f"(function, seed) runs every checkpoint finished ({len(pairs)} pairs)",
+                "",
+                "| function | seeds | " + " | ".join(head) + " |",
+                "|---|---:|" + "---:|" * len(head),
+            ]
+            means: dict[str, list[float]] = defaultdict(list)
+            for function in functions:
+                runs = [v for k, v in pairs.items() if k[2] == function]
+                row = []
+                for label in head:
+                    key = "gp" if label == "SingleTaskGP" else label
+                    mean = statistics.fmean(r[key] for r in runs)
+                    means[label].append(mean)
+                    row.append(f"{mean:.2f}")
+                lines.append(f"| {function} | {len(runs)} | " + " | ".join(row) + " |")
+            suite = " | ".join(f"**{statistics.fmean(means[label]):.2f}**" for label in head)
+            lines.append(f"| **mean over {len(functions)} functions** | | {suite} |")
+            lines.append("")
+            for sha in shas[1:]:
+                diffs = [v[sha] - v[shas[0]] for v in pairs.values()]
+                se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+                better = sum(d < 0 for d in diffs) / len(diffs)
+                lines.append(
+                    f"- {sha} - {shas[0]}: {statistics.fmean(diffs):+.3f} +- {se:.3f} "
+                    f"(standard error over {len(diffs)} pairs); lower in {better:.0%} of them"
+                )
+            lines.append("")
+    return "\n".join(lines) if lines else "no (function, seed) runs shared by all checkpoints"
+
+
 # ----------------------------------------------------------------------------- CLI
 def _seeds(text: str) -> list[int]:
     """``0-9`` or ``0,3,5`` or ``0-4,7``."""
@@ -557,6 +627,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="report TNP-KR runs of the checkpoint file with this sha256 (a prefix will do)",
     )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=None,
+        metavar="SHA",
+        help="compare the TNP-KR runs of these checkpoint files (sha256 prefixes) on the runs "
+        "they all finished; no runs",
+    )
     parser.add_argument("--smoke", action="store_true", help="Branin, 1 seed, 2 iterations")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -578,6 +656,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.compare:
+        table = compare_checkpoints(load_records(args.results), args.compare)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / f"{args.results.stem}_compare.md").write_text(table + "\n")
+        print(table)
+        return {"compare": args.compare, "table": table}
     if not args.report:
         run_suite(args)
     return report(args)

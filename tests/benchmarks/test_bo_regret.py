@@ -138,3 +138,29 @@ def test_noise_levels_are_fixed_fractions_of_each_functions_range():
     assert noise_std("hartmann6") == pytest.approx(0.0645, abs=1e-3)
     with pytest.raises(ValueError, match="Unknown function"):
         Problem("forrester")
+
+
+def test_compare_pairs_checkpoints_on_shared_runs_at_equal_evaluations(tmp_path):
+    records = [
+        fake("branin", "tnpkr", 0, [1.0, 0.1, 0.01], sha="aaa1"),
+        fake("branin", "tnpkr", 0, [1.0, 1.0, 0.1], sha="bbb2"),
+        fake("branin", "tnpkr", 1, [1.0, 0.1, 0.1], sha="aaa1"),
+        fake("branin", "tnpkr", 1, [1.0, 0.001], iterations=1, sha="bbb2"),  # shorter run
+        fake("branin", "tnpkr", 2, [1.0, 0.1, 0.1], sha="aaa1"),  # no partner: left out
+        fake("branin", "gp", 0, [1.0, 0.1, 0.001]),
+        fake("branin", "gp", 1, [1.0, 0.01, 0.01]),
+        fake("branin", "tnpkr", 0, [1.0, 1e-6, 1e-6], sha="ccc3"),  # not compared
+    ]
+    table = bo_regret.compare_checkpoints(records, ["aaa1", "bbb2"])
+    assert "(2 pairs)" in table
+    # seed 0 at 2 iterations: -2 vs -1; seed 1 cut to 1 iteration: -1 vs -3; GP -3 and -2
+    assert "| branin | 2 | -1.50 | -2.00 | -2.50 |" in table
+    assert "bbb2 - aaa1: -0.500 +- 1.500" in table and "lower in 50%" in table
+    assert "ccc3" not in table
+    assert "no (function, seed) runs" in bo_regret.compare_checkpoints(records, ["aaa1", "zzz"])
+    path = tmp_path / "runs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    out = bo_regret.main(
+        ["--compare", "aaa1", "bbb2", "--results", str(path), "--out-dir", str(tmp_path)]
+    )
+    assert out["table"].strip() == (tmp_path / "runs_compare.md").read_text().strip()

@@ -23,6 +23,7 @@ Writes ``symmetry_ensemble[_smoke].json`` and ``.md`` to ``--out-dir``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -44,12 +45,12 @@ from botorch_tnpkr.evaluate import (  # noqa: E402
     EVAL_SEED,
     cell_tasks,
     evaluation_prior,
+    network_predictive,
     oracle_logpdf,
 )
 from botorch_tnpkr.nn import TNPKR  # noqa: E402
 from botorch_tnpkr.priors import gaussian_logpdf  # noqa: E402
 from botorch_tnpkr.priors.sampler import TaskBatch  # noqa: E402
-from botorch_tnpkr.priors.standardize import standardize_context  # noqa: E402
 
 Symmetry = tuple[Tensor, Tensor, float]  # permutation `d`, reflected dims `d` (bool), y sign
 
@@ -73,15 +74,23 @@ def transform_inputs(x: Tensor, symmetry: Symmetry) -> Tensor:
 
 
 def predictions(net: TNPKR, batch: TaskBatch, group: list[Symmetry]) -> tuple[Tensor, Tensor]:
-    """`K x B x nT` means and variances of the noisy targets, one per symmetry, task units."""
-    yc, loc, scale = standardize_context(batch.yc)
+    """`K x B x nT` means and variances of the noisy targets, one per symmetry, task units.
+
+    Each member is the evaluation command's prediction (``network_predictive``) on the
+    transformed task, its mean mapped back through the sign of ``y``.
+    """
     means, variances = [], []
     for sym in group:
         sign = sym[2]
-        with torch.no_grad():
-            pred = net(transform_inputs(batch.xc, sym), sign * yc, transform_inputs(batch.xt, sym))
-        means.append(sign * pred.mean * scale + loc)
-        variances.append(pred.yvar * scale**2)
+        copy = dataclasses.replace(
+            batch,
+            xc=transform_inputs(batch.xc, sym),
+            yc=sign * batch.yc,
+            xt=transform_inputs(batch.xt, sym),
+        )
+        mean, var = network_predictive(net, copy)
+        means.append(sign * mean)
+        variances.append(var)
     return torch.stack(means), torch.stack(variances)
 
 

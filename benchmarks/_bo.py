@@ -243,6 +243,7 @@ def run_bo(
     options: StepOptions,
     n_init: int | None = None,
     on_iteration: Callable[[int, float, StepTiming], None] | None = None,
+    keep_points: bool = False,
 ) -> dict[str, Any]:
     """One BO run: ``n_init`` (2d+2) Sobol points, then ``iterations`` steps of ``method``.
 
@@ -252,7 +253,8 @@ def run_bo(
     Returns:
         A JSON-serialisable record: the noiseless and observed values of every evaluation,
         the simple regret after the initial design and after each iteration, and the build,
-        acquisition and evaluation seconds of every iteration.
+        acquisition and evaluation seconds of every iteration; with ``keep_points``, also
+        the evaluated points (``points``, `n x d` in the unit cube, in evaluation order).
     """
     q = ACQUISITIONS[acq]
     dim = problem.dim
@@ -305,4 +307,6 @@ def run_bo(
         model_s=sum(record["build_s"]) + sum(record["acq_s"]),
         wall_s=time.perf_counter() - start_run,
     )
+    if keep_points:
+        record["points"] = X.tolist()
     return record

@@ -22,6 +22,9 @@ histories and scores a single LogEI step of every model from each of them, paire
     incumbent (Gaussian, sd ``--near-sd`` in the unit cube) under the model's posterior of
     ``f``, in units of the history's standard deviation of Y (lower is better);
   - ``far_nll``: the same at uniform points of the cube;
+  - ``near_rmse`` and ``near_sd``: the posterior mean's RMSE and the mean posterior sd at the
+    points around the incumbent, in the same units (a calibrated model has them about equal;
+    sd above RMSE is underconfidence, which makes EI explore instead of refining);
   - ``z``: ``(f(x_new) - mean) / sd`` of the posterior at the proposal (did the model
     over-promise?), and ``step``: the distance from the incumbent to the proposal over sqrt(d).
 
@@ -122,14 +125,16 @@ def snapshot(history: dict[str, Any], iteration: int) -> tuple[Tensor, Tensor, T
 
 
 # ----------------------------------------------------------------------------- scoring
-def posterior_nll(model, X: Tensor, F: Tensor, scale: float) -> float:
-    """Mean NLL of noiseless values `m x 1` at `m x d` points, in units of ``scale``."""
+def posterior_scores(model, X: Tensor, F: Tensor, scale: float) -> tuple[float, float, float]:
+    """Mean NLL, RMSE and mean sd of the posterior of ``f`` at `m x d` points with noiseless
+    values `m x 1`, in units of ``scale``."""
     with torch.no_grad():
         post = model.posterior(X, observation_noise=False)
         mean = post.mean.squeeze(-1) / scale
         var = post.variance.squeeze(-1).clamp_min(1e-12) / scale**2
     err = F.squeeze(-1) / scale - mean
-    return float((0.5 * (LOG_2PI + var.log() + err**2 / var)).mean())
+    nll = float((0.5 * (LOG_2PI + var.log() + err**2 / var)).mean())
+    return nll, float(err.pow(2).mean().sqrt()), float(var.sqrt().mean())
 
 
 def score_step(
@@ -167,14 +172,19 @@ def score_step(
         + args.near_sd * torch.randn(args.near_points, X.shape[-1], generator=gen, dtype=X.dtype)
     ).clamp(0.0, 1.0)
     far = torch.rand(args.near_points, X.shape[-1], generator=gen, dtype=X.dtype)
+    near_nll, near_rmse, near_sd = posterior_scores(
+        model, near, problem.evaluate(near, gen)[1], scale
+    )
     with torch.no_grad():
         post = model.posterior(candidate, observation_noise=False)
         z = (float(f_new) - float(post.mean)) / math.sqrt(max(float(post.variance), 1e-24))
     return {
         "proposal": log10_regret(regret_new),
         "gain": log10_regret(regret_before) - log10_regret(min(regret_before, regret_new)),
-        "near_nll": posterior_nll(model, near, problem.evaluate(near, gen)[1], scale),
-        "far_nll": posterior_nll(model, far, problem.evaluate(far, gen)[1], scale),
+        "near_nll": near_nll,
+        "far_nll": posterior_scores(model, far, problem.evaluate(far, gen)[1], scale)[0],
+        "near_rmse": near_rmse,
+        "near_sd": near_sd,
         "z": z,
         "step": float((candidate[0] - incumbent).norm()) / math.sqrt(X.shape[-1]),
     }
@@ -266,7 +276,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- report
-METRICS = ("proposal", "gain", "near_nll", "far_nll", "z", "step")
+METRICS = ("proposal", "gain", "near_nll", "far_nll", "near_rmse", "near_sd", "z", "step")
 
 
 def _mean_se(values: Sequence[float]) -> tuple[float, float]:
@@ -329,22 +339,26 @@ def markdown(result: dict[str, Any], summary: dict[str, Any]) -> str:
         "samples; the same torch seed for every model. `proposal`: log10 regret of the proposed "
         "point (lower is better); `gain`: decrease of log10 simple regret; `near`/`far` NLL: "
         "posterior of f around the incumbent / uniform, in units of std(Y) (lower is better); "
-        "`z`: (f - mean)/sd at the proposal; `step`: distance to the incumbent / sqrt(d). "
+        "`near RMSE / sd`: the posterior mean's error and sd around the incumbent (std(Y) "
+        "units); `z`: (f - mean)/sd at the proposal; `step`: distance to the incumbent / "
+        "sqrt(d). "
         "Command: `python benchmarks/bo_step_quality.py`.",
         "",
     ]
     for noise, block in summary.items():
         lines += [f"## {noise} ({block['histories']} histories)", ""]
         lines += [
-            "| model | proposal | gain | near NLL (median) | far NLL (median) | z | step |",
-            "|---|---|---|---|---|---|---|",
+            "| model | proposal | gain | near NLL (median) | far NLL (median) | near RMSE / sd "
+            "| z | step |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for model in models:
             m, med = block["mean"][model], block["median"][model]
             lines.append(
                 f"| {model} | {m['proposal']:.3f} | {m['gain']:.3f} | "
                 f"{m['near_nll']:.2f} ({med['near_nll']:.2f}) | "
-                f"{m['far_nll']:.2f} ({med['far_nll']:.2f}) | {m['z']:.2f} | {m['step']:.3f} |"
+                f"{m['far_nll']:.2f} ({med['far_nll']:.2f}) | "
+                f"{m['near_rmse']:.3f} / {m['near_sd']:.3f} | {m['z']:.2f} | {m['step']:.3f} |"
             )
         if block["paired"]:
             lines += [

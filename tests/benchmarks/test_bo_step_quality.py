@@ -23,7 +23,7 @@ def test_kept_points_reproduce_the_run_values():
     assert torch.allclose(F, torch.tensor(kept["values"], dtype=torch.float64))
 
 
-def test_posterior_nll_matches_the_gaussian_density():
+def test_posterior_scores_match_the_gaussian_density():
     torch.manual_seed(0)
     X, Xt = torch.rand(8, 2, dtype=torch.float64), torch.rand(5, 2, dtype=torch.float64)
     model = SingleTaskGP(X, X.sum(-1, keepdim=True))
@@ -34,7 +34,10 @@ def test_posterior_nll_matches_the_gaussian_density():
             post.mean.squeeze(-1) / 2, post.variance.sqrt().squeeze(-1) / 2
         )
     expected = -normal.log_prob(F.squeeze(-1) / 2).mean()
-    assert bsq.posterior_nll(model, Xt, F, 2.0) == pytest.approx(float(expected), rel=1e-9)
+    nll, rmse, sd = bsq.posterior_scores(model, Xt, F, 2.0)
+    assert nll == pytest.approx(float(expected), rel=1e-9)
+    assert rmse == pytest.approx(float((F.squeeze(-1) / 2 - normal.mean).pow(2).mean().sqrt()))
+    assert sd == pytest.approx(float(normal.stddev.mean()))
 
 
 def test_one_step_is_seeded_and_scores_are_consistent(tmp_path):

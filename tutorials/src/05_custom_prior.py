@@ -388,13 +388,12 @@ for name, runs in regrets.items():
 
 # %% [markdown]
 # One-dimensional problems are easy for every method, so the curves mostly differ in how
-# quickly they get close to the optimum. In the stored run the fine-tuned network ends with
-# the lowest regret, just below `SingleTaskGP`, and the shipped network with the highest,
-# the two networks in the order of their gaps to the oracle in section 3; but earlier stored
-# runs, with earlier shipped networks, put the GP first and the fine-tuned network last. That is the
-# caution to take from it: a ten-step run on three functions is a small sample, and other
-# objectives or seeds reorder the three methods; the gap to the oracle (section 3) is the
-# steadier measure.
+# quickly they get close to the optimum. Which of the three ends lowest has changed from one
+# stored run to the next (they differ only in the shipped network they started from): the
+# fine-tuned network has ended first and last, the GP first and second. That is the caution
+# to take from it: a ten-step run on three functions is a small sample, and other objectives
+# or seeds reorder the three methods; the gap to the oracle (section 3) is the steadier
+# measure.
 #
 # The workflow is the same for any prior you can write as a kernel (an additive kernel over
 # groups of inputs, a product with a linear trend, ...): register it, build a `PriorConfig`

@@ -90,13 +90,20 @@ def load_histories(
     iterations: int,
     options: StepOptions,
 ) -> dict[str, dict[str, Any]]:
-    """GP + LogEI runs of ``iterations`` steps, read from ``path`` or run and added to it."""
+    """GP + LogEI runs of ``iterations`` steps, read from ``path`` or run and added to it.
+
+    A cached run is reused when it is at least that long and was made with the same
+    ``optimize_acqf`` budgets; otherwise it is run again and replaced.
+    """
     cache: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+    budgets = {"num_restarts": options.num_restarts, "raw_samples": options.raw_samples}
     for noise in noises:
         for function in functions:
             for seed in seeds:
                 key = history_key(function, noise, seed)
-                if key in cache and cache[key]["iterations"] >= iterations:
+                cached = cache.get(key, {})
+                same_budgets = all(cached.get(k) == v for k, v in budgets.items())
+                if same_budgets and cached.get("iterations", -1) >= iterations:
                     continue
                 start = time.perf_counter()
                 problem = Problem(function, noisy=noise == "noisy")
@@ -104,7 +111,7 @@ def load_histories(
                 cache[key] = {
                     k: record[k]
                     for k in ("function", "noise", "seed", "n_init", "iterations", "optimum")
-                } | {k: record[k] for k in ("points", "observed", "values", "noise_std")}
+                } | {k: record[k] for k in ("points", "observed", "values", "noise_std", *budgets)}
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(cache))
                 print(

@@ -88,3 +88,13 @@ def test_known_noise_models_get_the_floored_true_level():
     assert bsq.model_label("tnpkr-exact:known").endswith(":known")
     with pytest.raises(ValueError, match="allowed: ':known'"):
         bsq.make_model("gp:exact", X, Y, 0.0)
+
+
+def test_histories_made_with_other_budgets_are_run_again(tmp_path):
+    path = tmp_path / "h.json"
+    first = bsq.load_histories(path, ["branin"], ["noiseless"], [0], 1, StepOptions(2, 16))
+    again = bsq.load_histories(path, ["branin"], ["noiseless"], [0], 1, StepOptions(2, 16))
+    assert again == first
+    other = bsq.load_histories(path, ["branin"], ["noiseless"], [0], 1, StepOptions(3, 16))
+    assert other["branin/noiseless/0"]["num_restarts"] == 3
+    assert json.loads(path.read_text())["branin/noiseless/0"]["num_restarts"] == 3

@@ -138,21 +138,27 @@ def unit_bounds(dim: int) -> Tensor:
     return torch.stack([torch.zeros(dim), torch.ones(dim)]).double()
 
 
-def build_model(method: str, X: Tensor, Y: Tensor, options: StepOptions):
-    """The surrogate of ``method`` on the history (`n x d`, `n x 1`), fitted if it needs it."""
+def build_model(
+    method: str, X: Tensor, Y: Tensor, options: StepOptions, Yvar: Tensor | None = None
+):
+    """The surrogate of ``method`` on the history (`n x d`, `n x 1`), fitted if it needs it.
+
+    ``Yvar`` (`n x 1`, optional): known noise variances, passed to the model as ``train_Yvar``
+    (the noise is then not inferred).
+    """
     if method == "tnpkr":
         from botorch_tnpkr.model import TNPKRModel
 
         kwargs: dict[str, Any] = {"checkpoint": options.checkpoint}
         if options.linear_above is not None:
             kwargs["linear_above"] = options.linear_above
-        return TNPKRModel(X, Y, **kwargs)
+        return TNPKRModel(X, Y, train_Yvar=Yvar, **kwargs)
     if method == "gp":
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
-        model = SingleTaskGP(X, Y)
+        model = SingleTaskGP(X, Y, train_Yvar=Yvar)
         fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
         return model
     raise ValueError(f"{method!r} has no model; model methods: tnpkr, gp.")

@@ -215,18 +215,8 @@ def make_model(spec: str, X: Tensor, Y: Tensor, noise_std: float):
         raise ValueError(f"Unknown model suffix {suffix!r} in {spec!r}; allowed: ':known'.")
     Yvar = known_noise(Y, noise_std) if suffix else None
     if base == "gp":
-        from botorch.fit import fit_gpytorch_mll
-        from botorch.models import SingleTaskGP
-        from gpytorch.mlls import ExactMarginalLogLikelihood
-
-        if Yvar is None:
-            return build_model("gp", X, Y, StepOptions())
-        model = SingleTaskGP(X, Y, train_Yvar=Yvar)
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-        return model
-    from botorch_tnpkr.model import TNPKRModel
-
-    return TNPKRModel(X, Y, train_Yvar=Yvar, checkpoint=base)
+        return build_model("gp", X, Y, StepOptions(), Yvar=Yvar)
+    return build_model("tnpkr", X, Y, StepOptions(checkpoint=base), Yvar=Yvar)
 
 
 def model_label(spec: str) -> str:
@@ -306,6 +296,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         block: dict[str, Any] = {
             "histories": len(cases),
             "mean": {},
+            "median": {},
             "paired": {},
             "by_function": {},
         }
@@ -314,8 +305,9 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                 metric: statistics.fmean(by_case[c][model][metric] for c in cases)
                 for metric in METRICS
             }
-            block["median"] = block.get("median", {}) | {
-                model: {m: statistics.median(by_case[c][model][m] for c in cases) for m in METRICS}
+            block["median"][model] = {
+                metric: statistics.median(by_case[c][model][metric] for c in cases)
+                for metric in METRICS
             }
             if model != models[0]:
                 block["paired"][model] = {

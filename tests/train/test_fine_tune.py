@@ -102,3 +102,15 @@ def test_fine_tune_keeps_the_sources_longer_trained_context(tmp_path: Path) -> N
     short = _source(tmp_path / "short", trained_context=8)
     train(tiny, RunOptions(run_dir=tmp_path / "ft8", init_from=short, **opts))
     assert load_network(tmp_path / "ft8" / "latest.safetensors").config.trained_context == 16
+
+
+def test_bo_fine_tune_preset_takes_exact_deep_weights_unchanged() -> None:
+    """``exact-bo`` starts from ``exact-deep``'s network as it is (no growth), on a prior
+    that leans towards BO-shaped contexts and smoother kernels."""
+    deep, bo = get_preset("exact-deep"), get_preset("exact-bo")
+    assert bo.network_config == deep.network_config
+    assert bo.prior.bo_share > deep.prior.bo_share
+    rough = bo.prior.kernels.index("matern12")
+    assert bo.prior.kernel_weights[rough] < deep.prior.kernel_weights[rough]
+    assert bo.prior.max_context == deep.prior.max_context
+    assert bo.standardize and bo.lr < deep.lr

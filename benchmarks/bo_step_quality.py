@@ -229,6 +229,29 @@ def model_label(spec: str) -> str:
     return f"{Path(base).stem}@{file_sha256(path)[:8]}{sep}{suffix}"
 
 
+# Settings that change a model's scores on a history; rows are reused only when they match.
+SCORE_SETTINGS = ("num_restarts", "raw_samples", "near_points", "near_sd")
+
+
+def reusable_rows(files: Sequence[Path], args: argparse.Namespace) -> dict[tuple, dict]:
+    """Rows of earlier results files (``--reuse``), keyed by (model label, noise, function,
+    seed, iteration). A model label carries its checkpoint's sha256, so a row is reused only
+    for the same network; a file scored with other ``SCORE_SETTINGS`` is an error."""
+    rows: dict[tuple, dict] = {}
+    for path in files:
+        earlier = json.loads(Path(path).read_text())
+        for name in SCORE_SETTINGS:
+            if earlier["settings"].get(name) != getattr(args, name):
+                raise ValueError(
+                    f"--reuse {path}: it was scored with {name}="
+                    f"{earlier['settings'].get(name)!r}, this run uses {getattr(args, name)!r}."
+                )
+        for row in earlier["rows"]:
+            key = (row["model"], row["noise"], row["function"], row["seed"], row["iteration"])
+            rows[key] = row
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     options = StepOptions(num_restarts=args.num_restarts, raw_samples=args.raw_samples)
     histories = load_histories(
@@ -237,6 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     labels = [model_label(spec) for spec in args.models]
     if len(set(labels)) < len(labels):
         raise ValueError(f"--models names the same model twice: {labels}")
+    reused = reusable_rows(args.reuse, args)
     rows: list[dict[str, Any]] = []
     for noise in args.noise:
         for function in args.functions:
@@ -247,6 +271,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     X, Y, F = snapshot(history, iteration)
                     step_seed = 7_919 * seed + 104_729 * iteration + 13
                     for spec, label in zip(args.models, labels, strict=True):
+                        key = (label, noise, function, seed, iteration)
+                        if key in reused:
+                            rows.append(reused[key])
+                            continue
                         scores = score_step(spec, problem, X, Y, F, args, step_seed)
                         rows.append(
                             {
@@ -266,7 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             k: (str(v) if isinstance(v, Path) else v)
             for k, v in vars(args).items()
-            if k not in ("out_dir",)
+            if k not in ("out_dir", "reuse")
         },
         "machine": machine_facts(torch.device("cpu")),
     }
@@ -419,6 +447,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--near-sd", type=float, default=0.05)
     parser.add_argument("--histories", type=Path, default=RESULTS / "bo_step_histories.json")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--reuse",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="earlier results JSON: take the rows of models already scored there (same "
+        "checkpoint sha256, same optimiser and near-point settings) instead of rescoring",
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",

@@ -98,3 +98,24 @@ def test_histories_made_with_other_budgets_are_run_again(tmp_path):
     other = bsq.load_histories(path, ["branin"], ["noiseless"], [0], 1, StepOptions(3, 16))
     assert other["branin/noiseless/0"]["num_restarts"] == 3
     assert json.loads(path.read_text())["branin/noiseless/0"]["num_restarts"] == 3
+
+
+def test_reuse_takes_earlier_rows_of_the_same_models_only(tmp_path, monkeypatch):
+    first = bsq.main(["--smoke", "--out-dir", str(tmp_path), "--models", "gp"])
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(first))
+    calls = []
+    real = bsq.score_step
+    monkeypatch.setattr(
+        bsq, "score_step", lambda spec, *a, **k: calls.append(spec) or real(spec, *a, **k)
+    )
+    args = ["--smoke", "--out-dir", str(tmp_path), "--models", "gp", "tnpkr-exact"]
+    second = bsq.main([*args, "--reuse", str(earlier)])
+    assert calls == ["tnpkr-exact", "tnpkr-exact"]  # only the new model was scored
+    gp_rows = [r for r in second["rows"] if r["model"] == "gp"]
+    assert gp_rows == first["rows"]
+    assert len(second["rows"]) == 4 and "reuse" not in second["settings"]
+    first["settings"]["raw_samples"] = 999  # scored with another optimiser budget
+    earlier.write_text(json.dumps(first))
+    with pytest.raises(ValueError, match="raw_samples=999"):
+        bsq.main([*args, "--reuse", str(earlier)])

@@ -78,3 +78,21 @@ def test_exact_deep_preset_grows_from_the_shipped_lineage() -> None:
         with torch.no_grad():
             want, got = shipped.eval()(xc, yc, xt), grown(xc, yc, xt)
         torch.testing.assert_close(got.mean, want.mean, rtol=1e-4, atol=1e-5)
+
+
+def test_exact_deeper_preset_grows_the_shipped_network() -> None:
+    """``exact-deeper`` grows the shipped 6-block network by two blocks and, untrained,
+    predicts what it does."""
+    from botorch_tnpkr.checkpoints import load_checkpoint
+    from botorch_tnpkr.train import get_preset
+
+    deep, deeper = get_preset("exact-deep").model, get_preset("exact-deeper").model
+    assert growth_description(deep, deeper) == "num_blocks 6 -> 8"
+    shipped = load_checkpoint("tnpkr-exact").eval()
+    if shipped.config.replace(trained_context=None) == deep:  # while exact-deep is shipped
+        grown = grow_network(shipped, deeper).eval()
+        xc, yc, xt = make_task(nc=20, nt=5, d=3, dtype=torch.float32)
+        with torch.no_grad():
+            want, got = shipped(xc, yc, xt), grown(xc, yc, xt)
+        torch.testing.assert_close(got.mean, want.mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got.fvar, want.fvar, rtol=1e-4, atol=1e-6)

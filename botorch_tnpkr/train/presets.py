@@ -160,7 +160,7 @@ PRESETS: dict[str, TrainPreset] = {
     ),
     # exact-deep fine-tuned (``--init-from runs/exact-deep/best.safetensors``) towards the
     # tasks BO presents: on BO test functions the network's mean near the incumbent was up to
-    # 1.6x less precise than a fitted GP's on smooth functions (Branin, Rosenbrock). Half the
+    # 1.7x less precise than a fitted GP's on smooth functions (Branin, Rosenbrock). Half the
     # contexts BO-shaped (was 0.3) and a third of the Matern-1/2 share (rough functions stay
     # in the prior); a short, low-lr schedule on top of the converged network.
     "exact-bo": _standardised_fine_tune(

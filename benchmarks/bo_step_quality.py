@@ -34,7 +34,7 @@ model's paired difference to the first model with its standard error.
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/bo_step_quality.py --models gp tnpkr-exact \\
         /tmp/old.safetensors                 # first run also makes the histories (~20 min)
-    python benchmarks/bo_step_quality.py --seeds 0-3 --models tnpkr-exact /tmp/old.safetensors \
+    python benchmarks/bo_step_quality.py --seeds 0-3 --models tnpkr-exact /tmp/old.safetensors \\
         gp --reuse /tmp/earlier.json         # only models not scored there are scored
     python benchmarks/bo_step_quality.py --smoke --out-dir /tmp/bsq   # seconds
 

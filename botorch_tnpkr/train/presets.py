@@ -93,6 +93,10 @@ _BASE_MODEL = TNPKRConfig(
 )
 
 
+# exact-deep's network: exact-std's grown to 6 blocks with twice the FFN width (nn/grow.py).
+_DEEP_MODEL = _BASE_MODEL.replace(num_blocks=6, dim_ffn=256)
+
+
 def _standardised_fine_tune(name: str, model: TNPKRConfig, **changes: Any) -> TrainPreset:
     """A fine-tune (``--init-from``) on standardised contexts of up to 512 points."""
     settings: dict[str, Any] = {
@@ -142,7 +146,7 @@ PRESETS: dict[str, TrainPreset] = {
     # blocks start as the identity, so the schedule warms up gently from the source's quality.
     "exact-deep": _standardised_fine_tune(
         "exact-deep",
-        _BASE_MODEL.replace(num_blocks=6, dim_ffn=256),
+        _DEEP_MODEL,
         total_steps=16_000,
         lr=2e-4,
         warmup_steps=500,
@@ -153,7 +157,7 @@ PRESETS: dict[str, TrainPreset] = {
     # 2e-4, which first cost the grown network 0.005 of validation gap.
     "exact-deeper": _standardised_fine_tune(
         "exact-deeper",
-        _BASE_MODEL.replace(num_blocks=8, dim_ffn=256),
+        _DEEP_MODEL.replace(num_blocks=8),
         total_steps=20_000,
         lr=1e-4,
         warmup_steps=500,
@@ -165,7 +169,7 @@ PRESETS: dict[str, TrainPreset] = {
     # in the prior); a short, low-lr schedule on top of the converged network.
     "exact-bo": _standardised_fine_tune(
         "exact-bo",
-        _BASE_MODEL.replace(num_blocks=6, dim_ffn=256),
+        _DEEP_MODEL,
         prior=PriorConfig(max_context=512, kernel_weights=(0.05, 0.25, 0.35, 0.35), bo_share=0.5),
         total_steps=2_500,
         lr=5e-5,

@@ -41,6 +41,31 @@ def logit_scale(num_keys: Tensor, trained_context: int | None, dtype: torch.dtyp
     return torch.where(n > trained_context, ratio, torch.ones_like(ratio)).to(dtype)
 
 
+def biased_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """``softmax(q k^T / sqrt(Dh) + bias) v`` in three batched kernels.
+
+    The same function as ``scaled_dot_product_attention(q, k, v, attn_mask=bias)``. When the
+    bias needs a gradient (training; BoTorch's gradients with respect to the test inputs),
+    SDPA on the CPU falls back to its math path, whose masking and safe-softmax passes made a
+    training step about 20% slower than this; without one, SDPA's fused kernel is faster.
+
+    Args:
+        q: `B x H x nq x Dh`; k, v: `B x H x nk x Dh`; bias: `B x H x nq x nk`.
+
+    Returns:
+        `B x H x nq x Dh`.
+    """
+    b, h, nq, dh = q.shape
+    nk = k.shape[-2]
+    logits = torch.baddbmm(
+        bias.reshape(b * h, nq, nk),
+        q.reshape(b * h, nq, dh),
+        k.reshape(b * h, nk, dh).transpose(1, 2),
+        alpha=1.0 / math.sqrt(dh),
+    )
+    return torch.bmm(torch.softmax(logits, dim=-1), v.reshape(b * h, nk, dh)).view(b, h, nq, dh)
+
+
 class ExactAttention(AttentionBackend):
     """Multi-head softmax attention whose logits carry a learnable kernel bias of distance.
 
@@ -107,6 +132,10 @@ class ExactAttention(AttentionBackend):
         bias = self.bias(scaled_distance(xq, xk, 1.0))  # (B, H, nq, nk)
         if scale is not None:
             bias = bias * scale.view(-1, 1, 1, 1)
+        # Training batches have no invalid keys; skipping the fill saves a pass over the bias
+        # and its backward. Checked on the CPU only (on an accelerator it is a host sync).
+        if mask.device.type == "cpu" and bool(mask.all()):
+            return bias
         return bias.masked_fill(~mask[:, None, None, :], masked_fill_value(bias.dtype))
 
     def _softmax(
@@ -120,6 +149,8 @@ class ExactAttention(AttentionBackend):
         scale: Tensor | None,
     ) -> Tensor:
         bias = self._logit_bias(xq, xk, mask, scale)
+        if bias.requires_grad and q.device.type == "cpu":
+            return biased_attention(q, k, v, bias)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
     def _scan(

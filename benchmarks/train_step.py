@@ -2,10 +2,12 @@
 
 When the kernel bias requires a gradient (training; BoTorch's gradients with respect to the
 candidate inputs), ``ExactAttention`` on the CPU computes ``softmax(q k^T / sqrt(Dh) + bias) v``
-with ``baddbmm``/``softmax``/``bmm`` and skips the mask fill when every key is valid. The
-reference is what it did before: the fill, then ``scaled_dot_product_attention``, which falls
-back to its math path (masking and safe-softmax passes) for a bias with a gradient. Both
-compute the same function (``tests/nn/test_biased_attention.py``).
+with ``baddbmm``/``softmax``/``bmm``, skips the mask fill when every key is valid and skips
+log-n scaling when no read exceeds the trained context. The reference is what it did before:
+the bias multiplied by log-n factors of exactly 1, the fill, then
+``scaled_dot_product_attention``, which falls back to its math path (masking and
+safe-softmax passes) for a bias with a gradient. Both compute the same function
+(``tests/nn/test_biased_attention.py``).
 
 Two workloads, each timed ``--repeats`` times with the two variants interleaved (medians and
 their ratio, measured side by side):
@@ -59,8 +61,11 @@ VARIANTS = ("ours", "sdpa")
 
 
 def _sdpa_softmax(self, q, k, v, xq, xk, mask, scale):
-    """The reference read: bias always mask-filled, then SDPA (the code before the change)."""
+    """The reference read, as the code did before: log-n factors of 1 up to the trained size
+    multiplied in, the bias always mask-filled, then SDPA."""
     bias = self.bias(scaled_distance(xq, xk, 1.0))
+    if scale is None and self.trained_context is not None:
+        scale = torch.ones(bias.shape[0], dtype=bias.dtype)
     if scale is not None:
         bias = bias * scale.view(-1, 1, 1, 1)
     bias = bias.masked_fill(~mask[:, None, None, :], masked_fill_value(bias.dtype))

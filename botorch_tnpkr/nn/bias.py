@@ -29,7 +29,8 @@ def scaled_distance(xq: Tensor, xk: Tensor, inv_scale: float) -> Tensor:
         + xk.pow(2).sum(-1).unsqueeze(-2)
         - 2.0 * torch.matmul(xq, xk.transpose(-1, -2))
     )
-    return torch.sqrt(sq.clamp_min(0.0) + _DIST_EPS) * inv_scale
+    dist = torch.sqrt(sq.clamp_min(0.0) + _DIST_EPS)
+    return dist if inv_scale == 1.0 else dist * inv_scale
 
 
 def rbf_bias(dist: Tensor, amplitude: Tensor, width: Tensor, centre: Tensor) -> Tensor:

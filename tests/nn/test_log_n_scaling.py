@@ -69,6 +69,8 @@ def test_logit_scale_values() -> None:
     got = logit_scale(counts, 512, torch.float64)
     want = [1.0, 1.0, 1.0, 1.0, math.log(513) / math.log(512), 11.0 / 9.0]
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64))
+    # No read beyond the trained size: no factors at all (the logits are left untouched).
+    assert logit_scale(counts[:4], 512, torch.float64) is None
 
 
 def test_padding_does_not_count_as_keys() -> None:

@@ -29,10 +29,12 @@ def logit_scale(num_keys: Tensor, trained_context: int | None, dtype: torch.dtyp
         dtype: dtype of the result.
 
     Returns:
-        `B` factors ``max(1, log(n) / log(trained_context))``, or None. A factor of exactly 1
-        leaves the logits bit for bit unchanged, so no task up to the trained size is affected.
+        `B` factors ``max(1, log(n) / log(trained_context))``, or None where no read exceeds
+        ``trained_context`` (or it is None): a factor of exactly 1 leaves the logits bit for
+        bit unchanged, so no task up to the trained size is affected, and None spares the
+        multiplication of a `B x H x nq x nk` bias (10% of a training step on the CPU).
     """
-    if trained_context is None:
+    if trained_context is None or not bool((num_keys > trained_context).any()):
         return None
     # float32 at least (a bf16 log ratio is coarse), never float64 (MPS has none); the
     # ``where`` keeps the factor exactly 1 up to the trained size whatever the rounding.

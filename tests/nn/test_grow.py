@@ -96,3 +96,21 @@ def test_exact_deeper_preset_grows_the_shipped_network() -> None:
             want, got = shipped(xc, yc, xt), grown(xc, yc, xt)
         torch.testing.assert_close(got.mean, want.mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got.fvar, want.fvar, rtol=1e-4, atol=1e-6)
+
+
+def test_dka_deep_preset_grows_the_shipped_linear_network() -> None:
+    """``dka-deep`` grows the shipped ``tnpkr-dka`` (``dka-std``'s network) to 6 blocks and a
+    256-unit FFN and, untrained, predicts what it does."""
+    from botorch_tnpkr.checkpoints import load_checkpoint
+    from botorch_tnpkr.train import get_preset
+
+    std, deep = get_preset("dka-std").model, get_preset("dka-deep").model
+    assert growth_description(std, deep) == "num_blocks 4 -> 6, dim_ffn 128 -> 256"
+    shipped = load_checkpoint("tnpkr-dka").eval()
+    if shipped.config.replace(trained_context=None) == std:  # while dka-std is shipped
+        grown = grow_network(shipped, deep).eval()
+        xc, yc, xt = make_task(nc=20, nt=5, d=3, dtype=torch.float32)
+        with torch.no_grad():
+            want, got = shipped(xc, yc, xt), grown(xc, yc, xt)
+        torch.testing.assert_close(got.mean, want.mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got.fvar, want.fvar, rtol=1e-4, atol=1e-6)

@@ -41,7 +41,9 @@ class TrainPreset:
             (``train.causal_batch``); single-process runs only.
         causal_max_added: Most context points added causally in such a batch.
         val_every: Steps between validations.
-        val_batches: Batches in the fixed validation set.
+        val_batches: Batches in the fixed validation set: one per cell of the grid of the
+            prior's dimensions x context sizes {0, 8, 32, 128, max_context}, in turn (50
+            cells for ``max_dim`` 10; fewer batches cover the first cells, more repeat them).
     """
 
     name: str
@@ -63,7 +65,7 @@ class TrainPreset:
     causal_share: float = 0.0
     causal_max_added: int = 8
     val_every: int = 1_000
-    val_batches: int = 32
+    val_batches: int = 50
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

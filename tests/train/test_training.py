@@ -14,8 +14,14 @@ import torch
 from botorch_tnpkr.errors import CheckpointError
 from botorch_tnpkr.nn import load_network, read_metadata
 from botorch_tnpkr.train import RunOptions, get_preset, train
-from botorch_tnpkr.train.loop import context_cap, lr_at
-from botorch_tnpkr.train.state import STATE_FILE, load_state
+from botorch_tnpkr.train.loop import (
+    VAL_LAYOUT,
+    context_cap,
+    lr_at,
+    validation_cells,
+    validation_set,
+)
+from botorch_tnpkr.train.state import STATE_FILE, load_state, save_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -261,3 +267,43 @@ def test_same_tasks_tolerates_recomputation_noise_not_other_tasks():
     assert same_tasks(score, score + 3e-9 * max(1.0, abs(score)))
     # Other tasks (another seed) are told apart.
     assert not same_tasks(score, oracle(8))
+
+
+def test_validation_grid_meets_every_dimension_with_every_size() -> None:
+    preset = get_preset("exact-deeper")
+    cells = validation_cells(preset)
+    dims, top = preset.prior.allowed_dims, preset.prior.max_context
+    assert len(cells) == preset.val_batches
+    assert set(cells) == {(d, n) for d in dims for n in (0, 8, 32, 128, top)}
+    tiny = get_preset("tiny")  # 2 batches: the first cells of its grid
+    assert validation_cells(tiny) == [(1, 0), (1, 8)]
+    batches = validation_set(tiny)
+    assert [(b.xc.shape[-1], b.xc.shape[1]) for b in batches] == validation_cells(tiny)
+
+
+def test_resume_from_another_validation_layout_revalidates(tmp_path: Path) -> None:
+    """A state validated on the old layout keeps training, but its best-so-far restarts on
+    the current set (an impossible old best would otherwise block every new best)."""
+    preset = get_preset("tiny")
+    run = tmp_path / "run"
+    train(preset, _opts(run, seed=3, stop_after=12))
+    state = load_state(run / STATE_FILE)
+    assert state["val_layout"] == VAL_LAYOUT
+    del state["val_layout"]  # as written before the layout was recorded
+    state["best_val"] = -1.0
+    save_state(run / STATE_FILE, state)
+    train(preset, _opts(run, resume=True, stop_after=13))
+    resumed = load_state(run / STATE_FILE)
+    assert resumed["val_layout"] == VAL_LAYOUT and resumed["step"] == 13
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    fresh = [r for r in records if r.get("val_layout") == VAL_LAYOUT]
+    assert len(fresh) == 1 and fresh[0]["step"] == 12
+    # The old best (-1) is gone: the resumed network set the new best, step 13 (the run's
+    # last step, validated too) may have improved on it.
+    assert 0 < resumed["best_val"] <= fresh[0]["val_gap_y"]
+    best = read_metadata(run / "best.safetensors")["extra"]
+    assert best["step"] in (12, 13) and best["val_gap_y"] == resumed["best_val"]
+    # Resuming again on the same layout does not revalidate.
+    train(preset, _opts(run, resume=True, stop_after=14))
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert sum(r.get("val_layout") == VAL_LAYOUT for r in records) == 1

@@ -1,0 +1,97 @@
+"""Cost of one BO step with several networks, side by side: is a better network worth its time?
+
+For each history size in ``--sizes``, runs ``bo_step_scaling.run_step`` (build ``TNPKRModel``,
+which encodes the history, then ``optimize_acqf`` of LogEI, q=1) once per checkpoint and
+repeat, the checkpoints alternating within each repeat, after one untimed warm-up step each.
+Reports the median seconds per checkpoint and their ratio to the first checkpoint's.
+
+Usage:
+    python benchmarks/checkpoint_step_cost.py --sizes 5000 20000 \\
+        --checkpoints tnpkr-dka runs/dka-deep/best.safetensors
+    python benchmarks/checkpoint_step_cost.py --quick --out /tmp/cost.json
+
+Writes the records as JSON to ``--out`` (default ``benchmarks/results/checkpoint_step_cost.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks._measure import machine_facts  # noqa: E402
+from benchmarks.bo_step_scaling import run_step, warm_up  # noqa: E402
+
+
+def compare(
+    checkpoints: Sequence[str],
+    sizes: Sequence[int],
+    repeats: int,
+    dim: int,
+    num_restarts: int,
+    raw_samples: int,
+) -> list[dict[str, Any]]:
+    """One record per (size, checkpoint): median total seconds and the ratio to the first."""
+    device = torch.device("cpu")
+    for checkpoint in checkpoints:
+        warm_up("tnpkr", dim, checkpoint, device)
+    records = []
+    for n in sizes:
+        times: dict[str, list[float]] = {c: [] for c in checkpoints}
+        for repeat in range(repeats):
+            for checkpoint in checkpoints:
+                step = run_step(
+                    "tnpkr", n, dim, checkpoint, num_restarts, raw_samples, device, repeat
+                )
+                times[checkpoint].append(step["total_s"])
+        first = statistics.median(times[checkpoints[0]])
+        for checkpoint in checkpoints:
+            median = statistics.median(times[checkpoint])
+            records.append(
+                {"n": n, "checkpoint": checkpoint, "median_s": median, "ratio": median / first}
+            )
+            print(json.dumps(records[-1]), flush=True)
+    return records
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", nargs="+", default=["tnpkr-dka", "tnpkr-exact"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dim", type=int, default=6)
+    parser.add_argument("--num-restarts", type=int, default=8)
+    parser.add_argument("--raw-samples", type=int, default=256)
+    parser.add_argument("--quick", action="store_true", help="n = 64, 2 repeats, small budgets")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "checkpoint_step_cost.json"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeats, args.num_restarts, args.raw_samples = [64], 2, 1, 8
+    torch.set_num_threads(1)
+    records = compare(
+        args.checkpoints, args.sizes, args.repeats, args.dim, args.num_restarts, args.raw_samples
+    )
+    report = {
+        "machine": machine_facts(torch.device("cpu")),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "records": records,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -80,37 +80,32 @@ def test_exact_deep_preset_grows_from_the_shipped_lineage() -> None:
         torch.testing.assert_close(got.mean, want.mean, rtol=1e-4, atol=1e-5)
 
 
-def test_exact_deeper_preset_grows_the_shipped_network() -> None:
-    """``exact-deeper`` grows the shipped 6-block network by two blocks and, untrained,
-    predicts what it does."""
+def _assert_preset_grows_shipped(checkpoint: str, source: str, target: str, change: str):
+    """Preset ``target`` grows preset ``source``'s network as ``change`` says and, untrained,
+    predicts what the shipped ``checkpoint`` does while that is ``source``'s network."""
     from botorch_tnpkr.checkpoints import load_checkpoint
     from botorch_tnpkr.train import get_preset
 
-    deep, deeper = get_preset("exact-deep").model, get_preset("exact-deeper").model
-    assert growth_description(deep, deeper) == "num_blocks 6 -> 8"
-    shipped = load_checkpoint("tnpkr-exact").eval()
-    if shipped.config.replace(trained_context=None) == deep:  # while exact-deep is shipped
-        grown = grow_network(shipped, deeper).eval()
+    small, big = get_preset(source).model, get_preset(target).model
+    assert growth_description(small, big) == change
+    shipped = load_checkpoint(checkpoint).eval()
+    if shipped.config.replace(trained_context=None) == small:  # while source's is shipped
+        grown = grow_network(shipped, big).eval()
         xc, yc, xt = make_task(nc=20, nt=5, d=3, dtype=torch.float32)
         with torch.no_grad():
             want, got = shipped(xc, yc, xt), grown(xc, yc, xt)
         torch.testing.assert_close(got.mean, want.mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got.fvar, want.fvar, rtol=1e-4, atol=1e-6)
+
+
+def test_exact_deeper_preset_grows_the_shipped_network() -> None:
+    """``exact-deeper`` grows the shipped 6-block network by two blocks."""
+    _assert_preset_grows_shipped("tnpkr-exact", "exact-deep", "exact-deeper", "num_blocks 6 -> 8")
 
 
 def test_dka_deep_preset_grows_the_shipped_linear_network() -> None:
     """``dka-deep`` grows the shipped ``tnpkr-dka`` (``dka-std``'s network) to 6 blocks and a
-    256-unit FFN and, untrained, predicts what it does."""
-    from botorch_tnpkr.checkpoints import load_checkpoint
-    from botorch_tnpkr.train import get_preset
-
-    std, deep = get_preset("dka-std").model, get_preset("dka-deep").model
-    assert growth_description(std, deep) == "num_blocks 4 -> 6, dim_ffn 128 -> 256"
-    shipped = load_checkpoint("tnpkr-dka").eval()
-    if shipped.config.replace(trained_context=None) == std:  # while dka-std is shipped
-        grown = grow_network(shipped, deep).eval()
-        xc, yc, xt = make_task(nc=20, nt=5, d=3, dtype=torch.float32)
-        with torch.no_grad():
-            want, got = shipped(xc, yc, xt), grown(xc, yc, xt)
-        torch.testing.assert_close(got.mean, want.mean, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(got.fvar, want.fvar, rtol=1e-4, atol=1e-6)
+    256-unit FFN."""
+    _assert_preset_grows_shipped(
+        "tnpkr-dka", "dka-std", "dka-deep", "num_blocks 4 -> 6, dim_ffn 128 -> 256"
+    )

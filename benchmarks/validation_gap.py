@@ -33,8 +33,7 @@ if str(REPO) not in sys.path:
 
 from botorch_tnpkr.checkpoints import load_checkpoint  # noqa: E402
 from botorch_tnpkr.nn import TNPKR, load_network  # noqa: E402
-from botorch_tnpkr.train.loop import validation_cells, validation_set  # noqa: E402
-from botorch_tnpkr.train.objective import oracle_gap  # noqa: E402
+from botorch_tnpkr.train.loop import validate, validation_cells, validation_set  # noqa: E402
 from botorch_tnpkr.train.presets import get_preset  # noqa: E402
 
 GROUPS: dict[str, Callable[[int, int], bool]] = {
@@ -50,15 +49,12 @@ def load(spec: str) -> TNPKR:
     return network.eval()
 
 
-@torch.no_grad()
 def score(network: TNPKR, preset_name: str) -> dict[str, Any]:
     """Mean ``gap_y`` over the preset's validation batches, overall and by group."""
     preset = get_preset(preset_name)
     cells = validation_cells(preset)
-    gaps = []
-    for batch in validation_set(preset):
-        pred = network(batch.xc, batch.yc, batch.xt, mask=batch.mask)
-        gaps.append(float(oracle_gap(pred, batch).gap_y))
+    device = torch.device("cpu")
+    gaps = [validate(network, [batch], device)["val_gap_y"] for batch in validation_set(preset)]
     groups = {}
     for name, member in GROUPS.items():
         values = [g for g, (d, n) in zip(gaps, cells, strict=True) if member(d, n)]

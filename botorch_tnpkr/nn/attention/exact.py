@@ -29,12 +29,16 @@ def logit_scale(num_keys: Tensor, trained_context: int | None, dtype: torch.dtyp
         dtype: dtype of the result.
 
     Returns:
-        `B` factors ``max(1, log(n) / log(trained_context))``, or None where no read exceeds
-        ``trained_context`` (or it is None): a factor of exactly 1 leaves the logits bit for
-        bit unchanged, so no task up to the trained size is affected, and None spares the
-        multiplication of a `B x H x nq x nk` bias (10% of a training step on the CPU).
+        `B` factors ``max(1, log(n) / log(trained_context))``, or None (no scaling). A factor
+        of exactly 1 leaves the logits bit for bit unchanged, so no task up to the trained
+        size is affected. On the CPU, None also where no read exceeds ``trained_context``: it
+        spares the multiplication of a `B x H x nq x nk` bias by ones (10% of a training
+        step); on an accelerator that check would be a host sync on every read, so the
+        factors are returned as they are.
     """
-    if trained_context is None or not bool((num_keys > trained_context).any()):
+    if trained_context is None:
+        return None
+    if num_keys.device.type == "cpu" and not bool((num_keys > trained_context).any()):
         return None
     # float32 at least (a bf16 log ratio is coarse), never float64 (MPS has none); the
     # ``where`` keeps the factor exactly 1 up to the trained size whatever the rounding.

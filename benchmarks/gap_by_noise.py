@@ -9,7 +9,9 @@ prior from 0.05 to 1.5, so the first and last groups are partly outside training
 and context size it reports the mean gap per noisy target (nats), the group's share of the
 total gap, and how much wider the network's predictive variance is than the oracle's
 (geometric mean of the ratio): a calibrated but imprecise network has a ratio far above 1
-where the oracle is precise.
+where the oracle is precise. It also scores each task with the true noise variance given to
+the network (as ``TNPKRModel`` gives ``train_Yvar``): the difference is what inferring the
+noise from the context costs, the rest is the precision of the network's mean and variance.
 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/gap_by_noise.py --checkpoints tnpkr-exact \\
@@ -79,7 +81,8 @@ def score(
     targets: int,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """One record per task: kernel, d, n, noise-to-signal ratio, gap and log variance ratio."""
+    """One record per task: kernel, d, n, noise-to-signal ratio, roughness, gap (inferred and
+    known noise) and log variance ratio."""
     records = []
     network = network.double()
     for kernel in kernels:
@@ -90,11 +93,13 @@ def score(
                 mean, var = network_predictive(network, batch)
                 oracle = oracle_logpdf(batch).mean(-1)
                 gap = oracle - gaussian_logpdf(batch.yt, mean, var).mean(-1)
+                known_mean, known_var = network_predictive(network, batch, known_noise=True)
+                gap_known = oracle - gaussian_logpdf(batch.yt, known_mean, known_var).mean(-1)
                 log_ratio = (var / (batch.oracle_var + batch.noise)).log().mean(-1)
                 noise_ratio = (batch.hyper.noise / batch.hyper.outputscale).sqrt()
                 roughness = batch.hyper.lengthscale.amin(-1) / math.sqrt(dim)
-                columns = (gap, log_ratio, noise_ratio, roughness)
-                for g, lr, r, ls in zip(*(c.tolist() for c in columns), strict=True):
+                columns = (gap, gap_known, log_ratio, noise_ratio, roughness)
+                for g, gk, lr, r, ls in zip(*(c.tolist() for c in columns), strict=True):
                     records.append(
                         {
                             "kernel": kernel,
@@ -103,6 +108,7 @@ def score(
                             "noise_ratio": r,
                             "roughness": ls,
                             "gap": g,
+                            "gap_known_noise": gk,
                             "log_var_ratio": lr,
                         }
                     )
@@ -113,8 +119,9 @@ def summarise(
     records: list[dict[str, Any]], sizes: Sequence[int], key: str, edges: Sequence[float]
 ) -> list[dict[str, Any]]:
     """Per group of ``key`` (edges ``edges``): task count, share of the total gap, mean gap
-    (all and per n), and the geometric-mean ratio of the network's predictive variance to the
-    oracle's. Each row names its group under ``"group"``."""
+    (all and per n), the mean gap with the noise variance known, and the geometric-mean ratio
+    of the network's predictive variance to the oracle's. Each row names its group under
+    ``"group"``."""
     total = sum(r["gap"] for r in records)
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in sorted(records, key=lambda r: r[key]):
@@ -132,6 +139,7 @@ def summarise(
                 "share_of_gap": sum(r["gap"] for r in group) / total if total else None,
                 "mean_gap": sum(r["gap"] for r in group) / len(group),
                 "gap_by_n": by_n,
+                "mean_gap_known_noise": sum(r["gap_known_noise"] for r in group) / len(group),
                 "var_ratio": math.exp(sum(r["log_var_ratio"] for r in group) / len(group)),
             }
         )
@@ -142,16 +150,23 @@ def markdown(results: dict[str, Any]) -> str:
     lines = []
     for name, entry in results["checkpoints"].items():
         lines += [f"**{name}** (step {entry['step']})", ""]
+        lines += [
+            f"Mean gap {entry['mean_gap']:.3f}; with the true noise variance given to the "
+            f"network {entry['mean_gap_known_noise']:.3f}.",
+            "",
+        ]
         for key, heading, _ in GROUPINGS:
             rows = entry["groups"][key]
             sizes = list(rows[0]["gap_by_n"])
             head = [heading, "tasks", "share of gap", "mean gap"]
-            head += [f"gap n={n}" for n in sizes] + ["variance / oracle's"]
+            head += [f"gap n={n}" for n in sizes]
+            head += ["mean gap, noise known", "variance / oracle's"]
             lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
             for row in rows:
                 cells = [row["group"], str(row["tasks"]), f"{row['share_of_gap']:.2f}"]
                 cells.append(f"{row['mean_gap']:.3f}")
                 cells += ["-" if v is None else f"{v:.3f}" for v in row["gap_by_n"].values()]
+                cells.append(f"{row['mean_gap_known_noise']:.3f}")
                 cells.append(f"{row['var_ratio']:.2f}")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
@@ -187,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["checkpoints"][name] = {
             "step": extra.get("step"),
             "mean_gap": sum(r["gap"] for r in records) / len(records),
+            "mean_gap_known_noise": sum(r["gap_known_noise"] for r in records) / len(records),
             "groups": {
                 key: summarise(records, args.sizes, key, edges) for key, _, edges in GROUPINGS
             },

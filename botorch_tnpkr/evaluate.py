@@ -86,18 +86,29 @@ class CellResult:
         return None if self.gp_ll is None else self.oracle_ll - self.gp_ll
 
 
-def network_predictive(model: TNPKR, batch: TaskBatch) -> tuple[Tensor, Tensor]:
+def network_predictive(
+    model: TNPKR, batch: TaskBatch, known_noise: bool = False
+) -> tuple[Tensor, Tensor]:
     """Predictive mean and variance of the noisy targets, as ``TNPKRModel`` computes them.
 
     The context is standardised first (the BoTorch model's default outcome transform) and the
     predictions are mapped back, so both are in the units of the task.
 
+    Args:
+        model: The network.
+        batch: The tasks.
+        known_noise: Give the network each task's true noise variance, as ``TNPKRModel``
+            does with ``train_Yvar``; by default it infers the noise from the context.
+
     Returns:
         `B x nT` mean and `B x nT` variance (latent plus noise).
     """
     yc, loc, scale = standardize_context(batch.yc)
+    yvar = None
+    if known_noise:
+        yvar = (batch.noise / scale**2).expand_as(yc)
     with torch.no_grad():
-        pred = model(batch.xc, yc, batch.xt)
+        pred = model(batch.xc, yc, batch.xt, yvar=yvar)
     return pred.mean * scale + loc, pred.yvar * scale**2
 
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
+import torch
 
 from benchmarks import gap_by_noise
 from botorch_tnpkr.checkpoints import load_checkpoint
-from botorch_tnpkr.evaluate import EVAL_SEED, evaluate_cell
+from botorch_tnpkr.evaluate import (
+    EVAL_SEED,
+    cell_tasks,
+    evaluate_cell,
+    evaluation_prior,
+    network_predictive,
+)
 
 
 def test_groups_are_ordered_and_cover_every_ratio():
@@ -51,3 +59,28 @@ def test_smoke_matches_the_evaluation_command(tmp_path):
     assert result["checkpoints"]["tnpkr-exact"]["step"] > 0
     table = (tmp_path / "gap_by_noise_smoke.md").read_text()
     assert "noise / signal" in table and "shortest lengthscale" in table
+    entry_known = result["checkpoints"]["tnpkr-exact"]["mean_gap_known_noise"]
+    assert entry_known == pytest.approx(sum(t["gap_known_noise"] for t in tasks) / len(tasks))
+    assert "noise known" in table
+
+
+def test_known_noise_is_given_in_the_units_of_the_task():
+    """Scaling a task's values by c and its noise variance by c^2 scales the known-noise
+    predictive by c (mean) and c^2 (variance): the noise reaches the network standardised
+    as the context is; the noise-inferring predictive differs from it."""
+    network = load_checkpoint("tnpkr-exact").double().eval()
+    prior = evaluation_prior(network.config.max_dim, "rbf")
+    batch = cell_tasks(prior, "rbf", 2, 32, 4, 16, EVAL_SEED)
+    mean, var = network_predictive(network, batch, known_noise=True)
+    c = 7.0
+    scaled = dataclasses.replace(
+        batch,
+        yc=batch.yc * c,
+        yt=batch.yt * c,
+        hyper=dataclasses.replace(batch.hyper, noise=batch.hyper.noise * c**2),
+    )
+    mean_c, var_c = network_predictive(network, scaled, known_noise=True)
+    torch.testing.assert_close(mean_c, mean * c, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(var_c, var * c**2, rtol=1e-8, atol=1e-12)
+    inferred_mean, _ = network_predictive(network, batch)
+    assert not torch.allclose(inferred_mean, mean)

@@ -2,10 +2,12 @@
 
 Scores the evaluation command's tasks (``botorch_tnpkr.evaluate``: kernels RBF / Matern-5/2 /
 Matern-3/2, d 1, 2, 3, 6, n 8, 32, 128, 512, its broader prior and seed, so the cells are the
-model card's) task by task, and groups the tasks twice: by their noise-to-signal ratio
-``sqrt(noise / outputscale)``, and by their roughness, the shortest lengthscale divided by
+model card's) task by task, and groups the tasks three times: by their noise-to-signal ratio
+``sqrt(noise / outputscale)``; by their roughness, the shortest lengthscale divided by
 ``sqrt(d)`` (the training prior draws this task-wide scale from 0.07 to 1.0, the evaluation
-prior from 0.05 to 1.5, so the first and last groups are partly outside training). Per group
+prior from 0.05 to 1.5, so the first and last groups are partly outside training); and, for
+d >= 2, by their anisotropy, the standard deviation of the log lengthscales over the
+dimensions (the network's kernel bias sees one isotropic distance unless ``ard_bias``). Per group
 and context size it reports the mean gap per noisy target (nats), the group's share of the
 total gap, and how much wider the network's predictive variance is than the oracle's
 (geometric mean of the ratio): a calibrated but imprecise network has a ratio far above 1
@@ -54,10 +56,15 @@ from botorch_tnpkr.priors import gaussian_logpdf  # noqa: E402
 EDGES = (0.003, 0.01, 0.03, 0.1, math.inf)
 # Upper edges of the roughness groups (shortest lengthscale / sqrt(d)).
 LENGTH_EDGES = (0.07, 0.15, 0.4, 1.0, math.inf)
+# Upper edges of the anisotropy groups (standard deviation of the log lengthscales over the
+# task's d dimensions: 0 for d = 1; the evaluation prior's ARD spread is 0.5, and a dimension
+# made irrelevant (lengthscale x 20) adds about 3 to its log).
+ANISOTROPY_EDGES = (0.2, 0.4, 0.7, math.inf)
 # What each task is grouped by: (record key, table heading, group edges).
 GROUPINGS = (
     ("noise_ratio", "noise / signal", EDGES),
     ("roughness", "shortest lengthscale / sqrt(d)", LENGTH_EDGES),
+    ("anisotropy", "sd of log lengthscales (d >= 2)", ANISOTROPY_EDGES),
 )
 
 
@@ -81,8 +88,8 @@ def score(
     targets: int,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """One record per task: kernel, d, n, noise-to-signal ratio, roughness, gap (inferred and
-    known noise) and log variance ratio."""
+    """One record per task: kernel, d, n, noise-to-signal ratio, roughness, anisotropy, gap
+    (inferred and known noise) and log variance ratio."""
     records = []
     network = network.double()
     for kernel in kernels:
@@ -98,8 +105,10 @@ def score(
                 log_ratio = (var / (batch.oracle_var + batch.noise)).log().mean(-1)
                 noise_ratio = (batch.hyper.noise / batch.hyper.outputscale).sqrt()
                 roughness = batch.hyper.lengthscale.amin(-1) / math.sqrt(dim)
-                columns = (gap, gap_known, log_ratio, noise_ratio, roughness)
-                for g, gk, lr, r, ls in zip(*(c.tolist() for c in columns), strict=True):
+                anisotropy = batch.hyper.lengthscale.log().std(-1, unbiased=False)
+                columns = (gap, gap_known, log_ratio, noise_ratio, roughness, anisotropy)
+                for g, gk, lr, r, ls, an in zip(*(c.tolist() for c in columns), strict=True):
+                    an = an if dim > 1 else None  # one dimension has no anisotropy
                     records.append(
                         {
                             "kernel": kernel,
@@ -107,6 +116,7 @@ def score(
                             "n": n,
                             "noise_ratio": r,
                             "roughness": ls,
+                            "anisotropy": an,
                             "gap": g,
                             "gap_known_noise": gk,
                             "log_var_ratio": lr,
@@ -121,7 +131,9 @@ def summarise(
     """Per group of ``key`` (edges ``edges``): task count, share of the total gap, mean gap
     (all and per n), the mean gap with the noise variance known, and the geometric-mean ratio
     of the network's predictive variance to the oracle's. Each row names its group under
-    ``"group"``."""
+    ``"group"``. Records whose ``key`` is None (anisotropy at d = 1) are left out, shares
+    included."""
+    records = [r for r in records if r[key] is not None]
     total = sum(r["gap"] for r in records)
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in sorted(records, key=lambda r: r[key]):

@@ -33,17 +33,46 @@ def scaled_distance(xq: Tensor, xk: Tensor, inv_scale: float) -> Tensor:
     return dist if inv_scale == 1.0 else dist * inv_scale
 
 
+def ard_distance(xq: Tensor, xk: Tensor, scale_sq: Tensor) -> Tensor:
+    """Distances in which every key stretches the input dimensions by factors of its own.
+
+    ``sqrt(sum_j s_kj^2 (xq_j - xk_j)^2)`` for query ``q`` and key ``k``: each key (and head)
+    sees the inputs through its own diagonal metric, so the kernel bias can follow ARD
+    lengthscales and ignore irrelevant dimensions. The scales belong to the keys only, so a
+    read over a context plus added keys equals the read over their union.
+
+    Args:
+        xq: `... x 1 x nq x D` query inputs.
+        xk: `... x 1 x nk x D` key inputs.
+        scale_sq: `... x H x nk x D` squared scales ``s_kj^2`` (leading dimensions broadcast
+            with the inputs').
+
+    Returns:
+        `... x H x nq x nk` distances.
+    """
+    weighted = scale_sq * xk  # (..., H, nk, D)
+    key_term = (weighted * xk).sum(-1).unsqueeze(-2)  # (..., H, 1, nk)
+    sq = (
+        torch.matmul(xq.square(), scale_sq.transpose(-1, -2))
+        - 2.0 * torch.matmul(xq, weighted.transpose(-1, -2))
+        + key_term
+    )
+    return torch.sqrt(sq.clamp_min(0.0) + _DIST_EPS)
+
+
 def rbf_bias(dist: Tensor, amplitude: Tensor, width: Tensor, centre: Tensor) -> Tensor:
     """``sum_f a_hf * exp(-|w_hf| * (dist - c_hf)^2)`` for every head.
 
     Args:
-        dist: `B x nq x nk` scaled distances.
+        dist: `... x nq x nk` scaled distances shared by the heads, or `... x H x nq x nk`
+            distances of each head (``ard_distance``), told apart by ``dist.dim()``: 3
+            means shared (`B x nq x nk`), 4 or more means per head.
         amplitude, width, centre: `H x F` basis parameters.
 
     Returns:
-        `B x H x nq x nk`.
+        `... x H x nq x nk`.
     """
-    r = dist.unsqueeze(1)  # (B, 1, nq, nk)
+    r = _head_axis(dist)  # (B, 1 or H, nq, nk)
     out = None
     for f in range(amplitude.shape[1]):
         a = amplitude[:, f].view(1, -1, 1, 1)
@@ -58,7 +87,7 @@ def _frozen_rbf(dist: Tensor, amplitude: Tensor, width: Tensor, centre: Tensor, 
     """``rbf_bias`` with in-place temporaries (bitwise the same values), and optionally its
     derivative in ``dist``, `B x H x nq x nk`. For frozen parameters only (no parameter grads).
     """
-    r = dist.unsqueeze(1)
+    r = _head_axis(dist)
     out = grad = None
     for f in range(amplitude.shape[1]):
         a = amplitude[:, f].view(1, -1, 1, 1)
@@ -72,6 +101,11 @@ def _frozen_rbf(dist: Tensor, amplitude: Tensor, width: Tensor, centre: Tensor, 
     return out, grad
 
 
+def _head_axis(dist: Tensor) -> Tensor:
+    """Distances with a head axis at -3: shared `B x nq x nk` ones get a singleton one."""
+    return dist.unsqueeze(-3) if dist.dim() == 3 else dist
+
+
 class _FrozenRBFBias(torch.autograd.Function):
     """``rbf_bias`` differentiable in ``dist`` only, storing one derivative tensor."""
 
@@ -79,13 +113,17 @@ class _FrozenRBFBias(torch.autograd.Function):
     def forward(ctx, dist, amplitude, width, centre):
         out, grad = _frozen_rbf(dist, amplitude, width, centre, slope=True)
         ctx.save_for_backward(grad)
+        ctx.shared = dist.dim() == 3
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        return (grad_out * grad).sum(1), None, None, None
+        grad = grad_out * grad
+        if ctx.shared:  # one distance fed every head
+            grad = grad.sum(-3)
+        return grad, None, None, None
 
 
 def frozen_rbf_bias(dist: Tensor, amplitude: Tensor, width: Tensor, centre: Tensor) -> Tensor:
@@ -133,10 +171,11 @@ class KernelBias(nn.Module):
         """Bias for every head.
 
         Args:
-            dist: `B x nq x nk` scaled distances.
+            dist: `B x nq x nk` scaled distances shared by the heads, or per-head ones
+                (`... x H x nq x nk`, ``ard_distance``).
 
         Returns:
-            `B x H x nq x nk` additive attention bias.
+            `... x H x nq x nk` additive attention bias.
         """
         params = (self.amplitude, self.width, self.centre)
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):

@@ -38,6 +38,11 @@ class TNPKRConfig:
             training ever showed. Contexts up to this size compute exactly what they would
             without it. The linear backends ignore it. It holds no weights; training sets it
             to the prior's ``max_context`` (a fine-tune keeps its source's if that is longer).
+        ard_bias: Exact backends only. Each key token stretches the input dimensions of its
+            kernel-bias distances by factors it computes (per head, from the token), so the
+            bias can follow anisotropic (ARD) lengthscales and ignore irrelevant dimensions;
+            without it the bias sees one isotropic distance. The factors start at 1, so a
+            network grown from one without it (``nn.grow``) predicts what its source does.
     """
 
     max_dim: int = 8
@@ -52,6 +57,7 @@ class TNPKRConfig:
     performer_features: int = 128
     min_std: float = 1e-3
     trained_context: int | None = None
+    ard_bias: bool = False
 
     def __post_init__(self) -> None:
         positive = (
@@ -81,6 +87,13 @@ class TNPKRConfig:
             )
         if not (isinstance(self.min_std, (int, float)) and 0.0 < self.min_std < 1.0):
             raise ConfigError(f"TNPKRConfig.min_std must lie in (0, 1), got {self.min_std!r}.")
+        if not isinstance(self.ard_bias, bool):
+            raise ConfigError(f"TNPKRConfig.ard_bias must be a bool, got {self.ard_bias!r}.")
+        if self.ard_bias and self.attention not in EXACT_BACKENDS:
+            raise ConfigError(
+                f"TNPKRConfig.ard_bias needs an exact backend {EXACT_BACKENDS}; the "
+                f"{self.attention!r} backend has no distance bias to stretch."
+            )
         trained = self.trained_context
         if trained is not None and (
             isinstance(trained, bool) or not isinstance(trained, int) or trained < 2

@@ -7,7 +7,9 @@ the trained one keeps everything it learned and adds capacity that starts as the
   ``out_proj`` and the last FFN layer) set to zero, so each adds nothing until trained (the
   blocks are pre-norm residual, ``t + attn(norm(t)) + ffn(norm(.))``);
 * a wider FFN keeps the trained hidden units and adds new ones whose outgoing weights are
-  zero, so the FFN's output is unchanged.
+  zero, so the FFN's output is unchanged;
+* ``ard_bias`` switched on adds each exact attention's ARD layer, which starts at zero (all
+  scales 1: the isotropic distances the source was trained with).
 
 The grown network's predictions equal the source's (up to float rounding) until it is trained;
 every other part of the architecture must match (settings without weights, such as
@@ -25,7 +27,7 @@ from botorch_tnpkr.errors import ConfigError
 from botorch_tnpkr.nn.config import TNPKRConfig
 from botorch_tnpkr.nn.model import TNPKR
 
-GROWABLE = ("num_blocks", "dim_ffn")
+GROWABLE = ("num_blocks", "dim_ffn", "ard_bias")
 # Settings without weights: they may differ freely (the grown network takes the target's).
 UNWEIGHTED = ("trained_context",)
 
@@ -65,8 +67,8 @@ def grow_network(source: TNPKR, config: TNPKRConfig, seed: int = 0) -> TNPKR:
 
     Args:
         source: A trained network (left unchanged).
-        config: The grown architecture; only ``num_blocks`` and ``dim_ffn`` may differ from
-            ``source.config``, and only upwards.
+        config: The grown architecture; only ``num_blocks``, ``dim_ffn`` and ``ard_bias`` may
+            differ from ``source.config``, and only upwards (``ard_bias`` False -> True).
         seed: Seeds the random initialisation of the new weights whose outputs are zeroed
             (their inputs stay random so that they receive gradients once trained).
 

@@ -164,6 +164,19 @@ PRESETS: dict[str, TrainPreset] = {
         lr=1e-4,
         warmup_steps=500,
     ),
+    # exact-deep's network with ARD kernel-bias distances (``TNPKRConfig.ard_bias``), grown
+    # from exact-deep's best (``--init-from``; the ARD layers start at zero, the isotropic
+    # bias). On the evaluation tasks with d >= 2 the gap doubles from the most isotropic to
+    # the most anisotropic lengthscales (``benchmarks/gap_by_noise.py``, anisotropy groups),
+    # and an isotropic distance bias cannot follow ARD lengthscales or ignore irrelevant
+    # dimensions. The peak lr of exact-deeper's warm start.
+    "exact-ard": _standardised_fine_tune(
+        "exact-ard",
+        _DEEP_MODEL.replace(ard_bias=True),
+        total_steps=12_000,
+        lr=1e-4,
+        warmup_steps=300,
+    ),
     # dka-std grown (``--init-from runs/dka-std/best.safetensors``) as exact-std was into
     # exact-deep: 6 blocks, FFN 256. The linear-attention network serves histories above
     # 4,096 points, its evaluation gap (0.936) is nearly twice the exact network's, and its

@@ -37,9 +37,12 @@ def test_smoke_matches_the_evaluation_command(tmp_path):
     entry = saved["checkpoints"]["tnpkr-exact"]
     tasks = entry["tasks"]
     assert len(tasks) == 1 * 2 * 2 * 6  # kernels x dims x sizes x tasks per cell
-    assert set(entry["groups"]) == {"noise_ratio", "roughness"}
-    for groups in entry["groups"].values():
-        assert sum(g["tasks"] for g in groups) == len(tasks)
+    assert set(entry["groups"]) == {"noise_ratio", "roughness", "anisotropy"}
+    for key, groups in entry["groups"].items():
+        grouped = [t for t in tasks if t[key] is not None]
+        assert sum(g["tasks"] for g in groups) == len(grouped)
+        # Only anisotropy leaves tasks out: the d = 1 ones.
+        assert len(grouped) == (len(tasks) // 2 if key == "anisotropy" else len(tasks))
         assert sum(g["share_of_gap"] for g in groups) == pytest.approx(1.0)
         assert all(g["var_ratio"] > 0 for g in groups)
     # Roughness is the task's shortest lengthscale over sqrt(d), grouped by its edges.

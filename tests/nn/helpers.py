@@ -26,10 +26,20 @@ SMALL = {
 def make_model(
     attention: str, dtype: torch.dtype = torch.float64, seed: int = 0, **changes: Any
 ) -> TNPKR:
-    """A small network in eval mode with seeded random weights."""
+    """A small network in eval mode with seeded random weights.
+
+    With ``ard_bias=True`` the ARD layers get random weights too (a real network starts them
+    at zero, the isotropic bias), so that the tests exercise stretched distances.
+    """
     torch.manual_seed(seed)
     config = TNPKRConfig(**{**SMALL, "attention": attention, **changes})
-    return TNPKR(config).to(dtype).eval()
+    model = TNPKR(config)
+    if config.ard_bias:
+        with torch.no_grad():
+            for block in model.blocks:
+                torch.nn.init.normal_(block.attention.ard.weight, std=0.5)
+                torch.nn.init.normal_(block.attention.ard.bias, std=0.5)
+    return model.to(dtype).eval()
 
 
 def make_task(

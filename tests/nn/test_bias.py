@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from botorch_tnpkr.nn.bias import KernelBias, frozen_rbf_bias, rbf_bias
+from botorch_tnpkr.nn.bias import (
+    KernelBias,
+    ard_distance,
+    frozen_rbf_bias,
+    rbf_bias,
+    scaled_distance,
+)
 
 
 def _params(seed: int = 0):
@@ -44,3 +50,37 @@ def test_module_picks_the_training_path_when_parameters_need_gradients():
     with torch.no_grad():
         frozen = bias(dist)
     torch.testing.assert_close(frozen, rbf_bias(dist, bias.amplitude, bias.width, bias.centre))
+
+
+def test_per_head_distances_frozen_equals_training_path_values_and_gradients():
+    """ARD gives each head its own distances (`B x H x nq x nk`): no sum over heads."""
+    bias = _params(3)
+    dist = (torch.rand(2, 3, 5, 9, dtype=torch.float64) * 1.5).requires_grad_(True)
+    params = [p.detach() for p in (bias.amplitude, bias.width, bias.centre)]
+    reference = rbf_bias(dist, *params)
+    assert reference.shape == (2, 3, 5, 9)
+    assert torch.equal(frozen_rbf_bias(dist.detach(), *params), reference.detach())
+    weights = torch.randn(2, 3, 5, 9, dtype=torch.float64)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), dist)
+    (got,) = torch.autograd.grad((frozen_rbf_bias(dist, *params) * weights).sum(), dist)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # Head h of a per-head bias only depends on head h's distances.
+    shared = torch.rand(2, 5, 9, dtype=torch.float64)
+    per_head = shared.unsqueeze(1).expand(2, 3, 5, 9)
+    torch.testing.assert_close(rbf_bias(per_head, *params), rbf_bias(shared, *params))
+
+
+def test_ard_distance_is_the_stretched_euclidean_distance():
+    gen = torch.Generator().manual_seed(4)
+    xq = torch.rand(2, 1, 6, 3, generator=gen, dtype=torch.float64)
+    xk = torch.rand(2, 1, 8, 3, generator=gen, dtype=torch.float64)
+    scale_sq = torch.rand(2, 4, 8, 3, generator=gen, dtype=torch.float64) * 3
+    got = ard_distance(xq, xk, scale_sq)  # (B, H, nq, nk)
+    diff = xq.unsqueeze(-2) - xk.unsqueeze(-3)  # (B, 1, nq, nk, D)
+    want = (diff.square() * scale_sq.unsqueeze(-3)).sum(-1).sqrt()
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-7)
+    # Unit scales give the isotropic distances.
+    ones = torch.ones(2, 1, 8, 3, dtype=torch.float64)
+    torch.testing.assert_close(
+        ard_distance(xq, xk, ones)[:, 0], scaled_distance(xq[:, 0], xk[:, 0], 1.0)
+    )

@@ -318,6 +318,19 @@ class TestScan(CausalConformance):
         assert_same_prediction(out[0], out[1], **F64)
 
 
+class TestSoftmaxARD(CausalConformance):
+    """Added keys carry ARD scales of their own, one set per path."""
+
+    attention = "softmax"
+
+    def model(self, **changes):
+        return make_model(self.attention, **{"ard_bias": True, **changes})
+
+
+class TestScanARD(TestSoftmaxARD):
+    attention = "scan"
+
+
 class TestSoftmaxBeyondTrainedContext(CausalConformance):
     """Log-n scaling active: context plus added points (10 + a) exceed ``trained_context``."""
 

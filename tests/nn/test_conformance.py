@@ -105,7 +105,7 @@ class BackendConformance:
         def memory_shapes(nc: int) -> list[tuple[int, ...]]:
             xc, yc, _ = make_task(nc=nc)
             cache = model.encode(xc, yc)
-            return [tuple(t.shape) for memory in cache.memories for t in memory]
+            return [tuple(t.shape) for memory in cache.memories for t in memory if t is not None]
 
         small, large = memory_shapes(10), memory_shapes(100)
         assert len(small) == len(large) > 0
@@ -279,6 +279,25 @@ class TestSoftmaxBeyondTrainedContext(BackendConformance):
 
 class TestScanBeyondTrainedContext(TestSoftmaxBeyondTrainedContext):
     attention = "scan"
+
+
+class TestSoftmaxARD(BackendConformance):
+    """Keys stretch the input dimensions of their bias distances (``ard_bias``)."""
+
+    attention = "softmax"
+
+    def model(self, dtype: torch.dtype = torch.float64, **changes):
+        return make_model(self.attention, dtype, **{"ard_bias": True, **changes})
+
+
+class TestScanARDBeyondTrainedContext(BackendConformance):
+    """ARD distances, tiles and log-n scaling together."""
+
+    attention = "scan"
+
+    def model(self, dtype: torch.dtype = torch.float64, **changes):
+        changes = {"ard_bias": True, "trained_context": 4, **changes}
+        return make_model(self.attention, dtype, **changes)
 
 
 class TestDeepKernelAttention(BackendConformance):

@@ -62,6 +62,14 @@ def test_min_std_out_of_range(value):
         TNPKRConfig(min_std=value)
 
 
+@pytest.mark.parametrize("attention", ["dka", "performer"])
+def test_ard_bias_needs_an_exact_backend(attention):
+    with pytest.raises(ConfigError, match=r"ard_bias needs an exact backend.*'softmax'"):
+        TNPKRConfig(attention=attention, ard_bias=True)
+    with pytest.raises(ConfigError, match="ard_bias must be a bool"):
+        TNPKRConfig(ard_bias=1)
+
+
 def test_from_dict_rejects_unknown_keys_by_name():
     data = {**TNPKRConfig().to_dict(), "dropout": 0.1, "heads": 2}
     with pytest.raises(ConfigError, match=r"\['dropout', 'heads'\].*allowed"):

@@ -30,6 +30,29 @@ def test_grown_network_predicts_what_the_source_predicts(attention: str) -> None
         assert torch.equal(value, before[key])
 
 
+def test_ard_growth_predicts_what_the_source_predicts_and_its_scales_train() -> None:
+    source = make_model("softmax")
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    config = source.config.replace(ard_bias=True, num_blocks=3)
+    assert growth_description(source.config, config) == "num_blocks 2 -> 3, ard_bias False -> True"
+    grown = grow_network(source, config).eval()
+    xc, yc, xt = make_task(nc=12, nt=7, d=3)
+    with torch.no_grad():
+        want, got = source(xc, yc, xt), grown(xc, yc, xt)
+    for name in ("mean", "fvar", "noise_var"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-10, atol=1e-12)
+    # The zeroed ARD layers receive gradients and move (no dead weights).
+    grown.train()
+    pred = grown(xc, yc, xt)
+    ((pred.mean - torch.cos(xt.sum(-1))) ** 2 / pred.yvar + pred.yvar.log()).mean().backward()
+    for block in grown.blocks[:2]:  # trained blocks: their attention output is live
+        assert block.attention.ard.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="shrink ard_bias"):
+        growth_description(config, source.config.replace(num_blocks=3))
+
+
 def test_new_capacity_trains() -> None:
     """Zeroed outputs must not make dead weights: after a few steps every new tensor moved."""
     source = make_model("softmax")
@@ -109,3 +132,9 @@ def test_dka_deep_preset_grows_the_shipped_linear_network() -> None:
     _assert_preset_grows_shipped(
         "tnpkr-dka", "dka-std", "dka-deep", "num_blocks 4 -> 6, dim_ffn 128 -> 256"
     )
+
+
+def test_exact_ard_preset_grows_the_shipped_network() -> None:
+    """``exact-ard`` adds ARD distances to the shipped 6-block network, predicting what it
+    predicts until trained."""
+    _assert_preset_grows_shipped("tnpkr-exact", "exact-deep", "exact-ard", "ard_bias False -> True")

@@ -15,10 +15,10 @@ SIZES = (1, CHUNK, CHUNK + 3, 2 * CHUNK)
 TOL = {"rtol": 1e-9, "atol": 1e-9}
 
 
-def exact_pair(dtype: torch.dtype = torch.float64, chunk: int = CHUNK):
+def exact_pair(dtype: torch.dtype = torch.float64, chunk: int = CHUNK, **changes):
     """The same weights as a softmax network and as a scan network."""
-    softmax = make_model("softmax", dtype, scan_chunk=chunk)
-    scan = make_model("softmax", dtype, scan_chunk=chunk)
+    softmax = make_model("softmax", dtype, scan_chunk=chunk, **changes)
+    scan = make_model("softmax", dtype, scan_chunk=chunk, **changes)
     scan.set_exact_backend("scan")
     modes = {m.mode for m in scan.modules() if isinstance(m, ExactAttention)}
     assert modes == {"scan"}
@@ -61,9 +61,10 @@ def test_scan_equals_softmax_with_masks():
     )
 
 
-def test_scan_training_gradients_equal_softmax():
+@pytest.mark.parametrize("ard", [False, True])
+def test_scan_training_gradients_equal_softmax(ard):
     """In training mode scan recomputes its tiles in the backward pass (checkpointing)."""
-    softmax, scan = exact_pair()
+    softmax, scan = exact_pair(ard_bias=ard)
     xc, yc, xt = make_task(b=2, nc=2 * CHUNK + 1, nt=CHUNK + 2, d=2)
     grads = []
     for model in (softmax, scan):

@@ -18,6 +18,7 @@ def build_attention(config: TNPKRConfig) -> AttentionBackend:
             config.attention,
             config.scan_chunk,
             config.trained_context,
+            ard_dim=config.max_dim if config.ard_bias else None,
         )
     if config.attention == "dka":
         return DeepKernelAttention(

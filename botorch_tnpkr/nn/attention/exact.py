@@ -10,9 +10,12 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from botorch_tnpkr.nn.attention.base import AttentionBackend
-from botorch_tnpkr.nn.bias import KernelBias, scaled_distance
+from botorch_tnpkr.nn.bias import KernelBias, ard_distance, scaled_distance
 
-ExactMemory = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+# (keys, values, key inputs, mask, any valid key, squared ARD scales of the keys or None)
+ExactMemory = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]
+# Bound of the log ARD scales (``ard_bias``): factors between exp(-4) and exp(4).
+ARD_LOG_BOUND = 4.0
 
 
 def masked_fill_value(dtype: torch.dtype) -> float:
@@ -83,6 +86,10 @@ class ExactAttention(AttentionBackend):
 
     With ``trained_context`` set, a task whose read has more valid keys than that has its
     logits multiplied by ``logit_scale`` (log-n scaling); smaller reads are unchanged.
+
+    With ``ard_dim`` set (``TNPKRConfig.ard_bias``), each key token computes per-head factors
+    for the ``ard_dim`` input dimensions (``key_scales``) and the bias uses ``ard_distance``.
+    The layer that computes them starts at zero (all factors 1: the isotropic bias).
     """
 
     def __init__(
@@ -93,6 +100,7 @@ class ExactAttention(AttentionBackend):
         mode: str,
         chunk: int,
         trained_context: int | None = None,
+        ard_dim: int | None = None,
     ):
         super().__init__()
         self.trained_context = trained_context
@@ -104,6 +112,38 @@ class ExactAttention(AttentionBackend):
         self.bias = KernelBias(num_heads, num_basis)
         self.mode = mode
         self.chunk = chunk
+        self.ard: nn.Linear | None = None
+        if ard_dim is not None:
+            self.ard = nn.Linear(dim_model, num_heads * ard_dim)
+            nn.init.zeros_(self.ard.weight)
+            nn.init.zeros_(self.ard.bias)
+
+    def key_scales(self, tokens: Tensor) -> Tensor | None:
+        """Squared per-head ARD factors of key tokens, or None without ``ard_bias``.
+
+        Args:
+            tokens: `... x n x D` layer-normed key tokens.
+
+        Returns:
+            `... x H x n x max_dim` squared factors in ``[exp(-8), exp(8)]``.
+        """
+        if self.ard is None:
+            return None
+        raw = self.ard(tokens)  # (..., n, H * max_dim)
+        log_s = ARD_LOG_BOUND * torch.tanh(raw / ARD_LOG_BOUND)
+        log_s = log_s.unflatten(-1, (self.num_heads, -1)).transpose(-2, -3)
+        return torch.exp(2.0 * log_s)
+
+    def distance(self, xq: Tensor, xk: Tensor, scale_sq: Tensor | None) -> Tensor:
+        """Bias distances: `B x nq x nk` shared by the heads, or `B x H x nq x nk` (ARD).
+
+        Args:
+            xq: `B x nq x max_dim`; xk: `B x nk x max_dim` scaled inputs.
+            scale_sq: What ``key_scales`` returned for the keys (`B x H x nk x max_dim`).
+        """
+        if scale_sq is None:
+            return scaled_distance(xq, xk, 1.0)
+        return ard_distance(xq.unsqueeze(-3), xk.unsqueeze(-3), scale_sq)
 
     def _heads(self, t: Tensor) -> Tensor:
         b, n, _ = t.shape
@@ -112,10 +152,10 @@ class ExactAttention(AttentionBackend):
     def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> ExactMemory:
         k, v = self.kv_proj(tokens).chunk(2, dim=-1)
         any_valid = mask.any(dim=-1)  # (B,)
-        return self._heads(k), self._heads(v), x, mask, any_valid
+        return self._heads(k), self._heads(v), x, mask, any_valid, self.key_scales(tokens)
 
     def read(self, tokens: Tensor, x: Tensor, memory: ExactMemory) -> Tensor:
-        k, v, xk, mask, any_valid = memory
+        k, v, xk, mask, any_valid, scale_sq = memory
         b, nq, dim = tokens.shape
         if k.shape[-2] == 0 or nq == 0:
             return tokens.new_zeros(b, nq, dim)
@@ -124,18 +164,23 @@ class ExactAttention(AttentionBackend):
         if scale is not None:
             q = q * scale.view(b, 1, 1, 1)
         if self.mode == "softmax":
-            out = self._softmax(q, k, v, x, xk, mask, scale)
+            out = self._softmax(q, k, v, x, xk, mask, scale, scale_sq)
         else:
-            out = self._scan(q, k, v, x, xk, mask, scale)
+            out = self._scan(q, k, v, x, xk, mask, scale, scale_sq)
         out = self.out_proj(out.transpose(1, 2).reshape(b, nq, dim))
         # Zero after the projection, as for an empty key set (the projection has a bias).
         return out * any_valid.view(b, 1, 1).to(out.dtype)
 
     def _logit_bias(
-        self, xq: Tensor, xk: Tensor, mask: Tensor, scale: Tensor | None = None
+        self,
+        xq: Tensor,
+        xk: Tensor,
+        mask: Tensor,
+        scale: Tensor | None = None,
+        scale_sq: Tensor | None = None,
     ) -> Tensor:
         """`B x H x nq x nk` kernel bias (times the `B` ``scale``), invalid keys filled."""
-        bias = self.bias(scaled_distance(xq, xk, 1.0))  # (B, H, nq, nk)
+        bias = self.bias(self.distance(xq, xk, scale_sq))  # (B, H, nq, nk)
         if scale is not None:
             bias = bias * scale.view(-1, 1, 1, 1)
         # Training batches have no invalid keys; skipping the fill saves a pass over the bias
@@ -153,8 +198,9 @@ class ExactAttention(AttentionBackend):
         xk: Tensor,
         mask: Tensor,
         scale: Tensor | None,
+        scale_sq: Tensor | None,
     ) -> Tensor:
-        bias = self._logit_bias(xq, xk, mask, scale)
+        bias = self._logit_bias(xq, xk, mask, scale, scale_sq)
         if bias.requires_grad and q.device.type == "cpu":
             return biased_attention(q, k, v, bias)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
@@ -168,11 +214,12 @@ class ExactAttention(AttentionBackend):
         xk: Tensor,
         mask: Tensor,
         scale: Tensor | None,
+        scale_sq: Tensor | None,
     ) -> Tensor:
         outs = []
         for start in range(0, q.shape[-2], self.chunk):
             stop = start + self.chunk
-            args = (q[..., start:stop, :], k, v, xq[:, start:stop], xk, mask, scale)
+            args = (q[..., start:stop, :], k, v, xq[:, start:stop], xk, mask, scale, scale_sq)
             if self.training and torch.is_grad_enabled():
                 outs.append(checkpoint(self._scan_rows, *args, use_reentrant=False))
             else:
@@ -188,12 +235,13 @@ class ExactAttention(AttentionBackend):
         xk: Tensor,
         mask: Tensor,
         scale: Tensor | None,
+        scale_sq: Tensor | None,
     ) -> Tensor:
         """Online-softmax attention of one query chunk over all key chunks.
 
         ``q`` `B x H x nq x Dh` (already multiplied by ``scale``), ``k``, ``v``
         `B x H x nk x Dh`, ``xq`` `B x nq x max_dim`, ``xk`` `B x nk x max_dim`, ``mask``
-        `B x nk`, ``scale`` `B` or None.
+        `B x nk`, ``scale`` `B` or None, ``scale_sq`` `B x H x nk x max_dim` or None.
         """
         inv_sqrt = 1.0 / math.sqrt(q.shape[-1])
         run_max = q.new_full((*q.shape[:-1], 1), float("-inf"))
@@ -202,7 +250,8 @@ class ExactAttention(AttentionBackend):
         for start in range(0, k.shape[-2], self.chunk):
             stop = start + self.chunk
             logits = torch.matmul(q, k[..., start:stop, :].transpose(-1, -2)) * inv_sqrt
-            bias = self._logit_bias(xq, xk[:, start:stop], mask[:, start:stop], scale)
+            part = None if scale_sq is None else scale_sq[..., start:stop, :]
+            bias = self._logit_bias(xq, xk[:, start:stop], mask[:, start:stop], scale, part)
             logits = logits + bias
             new_max = torch.maximum(run_max, logits.amax(dim=-1, keepdim=True))
             weights = torch.exp(logits - new_max)

@@ -11,13 +11,15 @@ broadcast, e.g. before any sampled value enters, all paths of a group are the sa
 * path tokens: `B x G x S x m x D` (layer-normed);
 * inputs: `B x G x m x max_dim`, shared by the paths of a group (scaled as for ``read``);
 * added memory (``None`` while no point was added), per backend:
-  exact: ``(k, v, x)``: `B x G x S x H x a x Dh` keys and values, `B x G x a x max_dim` inputs;
+  exact: ``(k, v, x)``: `B x G x S x H x a x Dh` keys and values, `B x G x a x max_dim` inputs,
+  and with ``ard_bias`` a fourth, `B x G x S x H x a x max_dim` squared ARD scales of the keys;
   linear (DKA, Performer): ``(log_f, v)``: `B x G x S x H x a x F` log features,
   `B x G x S x H x a x Dh` values.
 
 The context part of a read costs O(n) per query and path (O(1) for the linear backends); the
 bias between queries and context keys depends only on inputs, so it is computed once per
-group and shared by the `S` paths.
+group and shared by the `S` paths (with ``ard_bias`` the added keys' scales differ by path, so
+that part of the bias is computed per path).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch import Tensor
 from botorch_tnpkr.nn.attention.base import AttentionBackend
 from botorch_tnpkr.nn.attention.exact import ExactAttention, logit_scale, masked_fill_value
 from botorch_tnpkr.nn.attention.linear import DeepKernelAttention, PerformerAttention
-from botorch_tnpkr.nn.bias import scaled_distance
+from botorch_tnpkr.nn.bias import ard_distance, scaled_distance
 
 AddedMemory = tuple[Tensor, ...] | None
 
@@ -54,6 +56,9 @@ def extend_paths(
         k, v = attention.kv_proj(tokens).chunk(2, dim=-1)
         h = attention.num_heads
         new: tuple[Tensor, ...] = (_split_heads(k, h), _split_heads(v, h), x)
+        scale_sq = attention.key_scales(tokens)  # (B, G, S, H, a, max_dim) or None
+        if scale_sq is not None:
+            new = (*new, scale_sq)
     elif isinstance(attention, (DeepKernelAttention, PerformerAttention)):
         new = _linear_keys(attention, tokens, x)
     else:
@@ -150,7 +155,7 @@ class _Softmax:
 def _read_exact(
     attention: ExactAttention, tokens: Tensor, x: Tensor, context: Any, added: AddedMemory
 ) -> Tensor:
-    k_c, v_c, x_c, mask_c, any_c = context
+    k_c, v_c, x_c, mask_c, any_c, scale_c = context
     b, _, _, m, dim = tokens.shape
     h, dh = attention.num_heads, attention.dim_head
     q = _split_heads(attention.q_proj(tokens), h) / math.sqrt(dh)  # (B, G, S, H, m, Dh)
@@ -173,7 +178,8 @@ def _read_exact(
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             logits = torch.matmul(rows, k_c[..., start:stop, :].transpose(-1, -2))
-            bias = attention.bias(scaled_distance(x_rows, x_c[:, start:stop], 1.0))
+            part = None if scale_c is None else scale_c[..., start:stop, :]
+            bias = attention.bias(attention.distance(x_rows, x_c[:, start:stop], part))
             if scale is not None:
                 bias = bias * scale.view(b, 1, 1, 1)
             bias = bias.masked_fill(
@@ -191,12 +197,16 @@ def _read_exact(
                 )
             )
     if added is not None:
-        k_a, v_a, x_a = added
+        k_a, v_a, x_a = added[:3]
         a = k_a.shape[-2]
         logits = torch.matmul(q, k_a.transpose(-1, -2))  # (B, G, S, H, m, a)
-        xq = x.reshape(b * g, m, x.shape[-1])
-        xk = x_a.expand(b, g, a, x_a.shape[-1]).reshape(b * g, a, x_a.shape[-1])
-        bias = attention.bias(scaled_distance(xq, xk, 1.0)).view(b, g, 1, h, m, a)
+        if len(added) == 4:  # ARD: each path's added keys carry their own scales
+            xq, xk = x[:, :, None, None], x_a[:, :, None, None]  # (B, G, 1, 1, m or a, D)
+            bias = attention.bias(ard_distance(xq, xk, added[3]))  # (B, G, S', H, m, a)
+        else:
+            xq = x.reshape(b * g, m, x.shape[-1])
+            xk = x_a.expand(b, g, a, x_a.shape[-1]).reshape(b * g, a, x_a.shape[-1])
+            bias = attention.bias(scaled_distance(xq, xk, 1.0)).view(b, g, 1, h, m, a)
         if scale is not None:
             bias = bias * scale.view(b, 1, 1, 1, 1, 1)
         logits = logits + bias

@@ -60,9 +60,11 @@ from botorch_tnpkr.train.presets import get_preset  # noqa: E402
 VARIANTS = ("ours", "sdpa")
 
 
-def _sdpa_softmax(self, q, k, v, xq, xk, mask, scale):
+def _sdpa_softmax(self, q, k, v, xq, xk, mask, scale, scale_sq=None):
     """The reference read, as the code did before: log-n factors of 1 up to the trained size
-    multiplied in, the bias always mask-filled, then SDPA."""
+    multiplied in, the bias always mask-filled, then SDPA (isotropic bias only)."""
+    if scale_sq is not None:
+        raise ValueError("the reference read predates ard_bias")
     bias = self.bias(scaled_distance(xq, xk, 1.0))
     if scale is None and self.trained_context is not None:
         scale = torch.ones(bias.shape[0], dtype=bias.dtype)

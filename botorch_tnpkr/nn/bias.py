@@ -51,13 +51,15 @@ def ard_distance(xq: Tensor, xk: Tensor, scale_sq: Tensor) -> Tensor:
         `... x H x nq x nk` distances.
     """
     weighted = scale_sq * xk  # (..., H, nk, D)
-    key_term = (weighted * xk).sum(-1).unsqueeze(-2)  # (..., H, 1, nk)
-    sq = (
-        torch.matmul(xq.square(), scale_sq.transpose(-1, -2))
-        - 2.0 * torch.matmul(xq, weighted.transpose(-1, -2))
-        + key_term
-    )
-    return torch.sqrt(sq.clamp_min(0.0) + _DIST_EPS)
+    key_term = (weighted * xk).sum(-1, keepdim=True)  # (..., H, nk, 1)
+    # sum_j s^2 xq^2 - 2 s^2 xq xk + s^2 xk^2 as one matrix product over [xq^2, xq, 1]: the
+    # `... x H x nq x nk` result is written once (this runs for every head of every read).
+    q_aug = torch.cat([xq.square(), xq, torch.ones_like(xq[..., :1])], dim=-1)
+    k_aug = torch.cat([scale_sq, -2.0 * weighted, key_term], dim=-1)
+    sq = torch.matmul(q_aug, k_aug.transpose(-1, -2))
+    if torch.is_grad_enabled() and sq.requires_grad:
+        return torch.sqrt(sq.clamp_min(0.0) + _DIST_EPS)
+    return sq.clamp_min_(0.0).add_(_DIST_EPS).sqrt_()
 
 
 def rbf_bias(dist: Tensor, amplitude: Tensor, width: Tensor, centre: Tensor) -> Tensor:

@@ -51,7 +51,6 @@ from botorch_tnpkr.nn import TNPKR  # noqa: E402
 from botorch_tnpkr.nn.attention.exact import (  # noqa: E402
     ExactAttention,
     masked_fill_value,
-    scaled_distance,
 )
 from botorch_tnpkr.priors import sample_tasks, standardize_batch  # noqa: E402
 from botorch_tnpkr.train.objective import oracle_gap  # noqa: E402
@@ -62,10 +61,9 @@ VARIANTS = ("ours", "sdpa")
 
 def _sdpa_softmax(self, q, k, v, xq, xk, mask, scale, scale_sq=None):
     """The reference read, as the code did before: log-n factors of 1 up to the trained size
-    multiplied in, the bias always mask-filled, then SDPA (isotropic bias only)."""
-    if scale_sq is not None:
-        raise ValueError("the reference read predates ard_bias")
-    bias = self.bias(scaled_distance(xq, xk, 1.0))
+    multiplied in, the bias always mask-filled, then SDPA (the bias's distances, isotropic or
+    ARD, as the network computes them)."""
+    bias = self.bias(self.distance(xq, xk, scale_sq))
     if scale is None and self.trained_context is not None:
         scale = torch.ones(bias.shape[0], dtype=bias.dtype)
     if scale is not None:

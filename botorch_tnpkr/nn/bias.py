@@ -50,6 +50,12 @@ def ard_distance(xq: Tensor, xk: Tensor, scale_sq: Tensor) -> Tensor:
     Returns:
         `... x H x nq x nk` distances.
     """
+    dtype = torch.promote_types(scale_sq.dtype, xq.dtype)
+    if dtype == torch.float32 and xq.device.type == "cpu":
+        # The scales depend on the context's values, so float32 rounding of the expansion
+        # below (up to eps * s^2 |x|^2 where the true distance is 0) would make predictions
+        # jump by about 1e-4 under last-bit changes of ``y``; float64 here costs little.
+        return ard_distance(xq.double(), xk.double(), scale_sq.double()).to(dtype)
     weighted = scale_sq * xk  # (..., H, nk, D)
     key_term = (weighted * xk).sum(-1, keepdim=True)  # (..., H, nk, 1)
     # sum_j s^2 xq^2 - 2 s^2 xq xk + s^2 xk^2 as one matrix product over [xq^2, xq, 1]: the

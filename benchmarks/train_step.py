@@ -59,11 +59,11 @@ from botorch_tnpkr.train.presets import get_preset  # noqa: E402
 VARIANTS = ("ours", "sdpa")
 
 
-def _sdpa_softmax(self, q, k, v, xq, xk, mask, scale, scale_sq=None):
+def _sdpa_softmax(self, q, k, v, xq, xk, mask, scale, geometry=None):
     """The reference read, as the code did before: log-n factors of 1 up to the trained size
     multiplied in, the bias always mask-filled, then SDPA (the bias's distances, isotropic or
     ARD, as the network computes them)."""
-    bias = self.bias(self.distance(xq, xk, scale_sq))
+    bias = self.bias(self.distance(xq, xk, geometry))
     if scale is None and self.trained_context is not None:
         scale = torch.ones(bias.shape[0], dtype=bias.dtype)
     if scale is not None:

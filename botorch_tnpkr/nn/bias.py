@@ -33,6 +33,48 @@ def scaled_distance(xq: Tensor, xk: Tensor, inv_scale: float) -> Tensor:
     return dist if inv_scale == 1.0 else dist * inv_scale
 
 
+def ard_keys(xk: Tensor, scale_sq: Tensor) -> Tensor:
+    """The key side of ``ard_distance``, computed once per key set (a context memory).
+
+    Args:
+        xk: `... x 1 x nk x D` key inputs.
+        scale_sq: `... x H x nk x D` squared scales ``s_kj^2``.
+
+    Returns:
+        `... x H x nk x (2 D + 1)`: ``[s^2, -2 s^2 xk, sum_j s_j^2 xk_j^2]``. float64 when the
+        inputs are float32 on the CPU: the scales depend on the context's values, so float32
+        rounding of the expansion (up to eps * s^2 |x|^2 where the true distance is 0) made
+        predictions jump by about 1e-4 under last-bit changes of ``y``.
+    """
+    if torch.promote_types(scale_sq.dtype, xk.dtype) == torch.float32 and xk.device.type == "cpu":
+        xk, scale_sq = xk.double(), scale_sq.double()
+    weighted = scale_sq * xk  # (..., H, nk, D)
+    key_term = (weighted * xk).sum(-1, keepdim=True)  # (..., H, nk, 1)
+    return torch.cat([scale_sq, -2.0 * weighted, key_term], dim=-1)
+
+
+def ard_distance_to_keys(xq: Tensor, keys: Tensor) -> Tensor:
+    """``ard_distance`` from the keys' ``ard_keys``, in the dtype of ``xq``.
+
+    ``sum_j s^2 xq^2 - 2 s^2 xq xk + s^2 xk^2`` as one matrix product over ``[xq^2, xq, 1]``:
+    the `... x H x nq x nk` result is written once (this runs for every head of every read).
+
+    Args:
+        xq: `... x 1 x nq x D` query inputs.
+        keys: `... x H x nk x (2 D + 1)` from ``ard_keys``.
+
+    Returns:
+        `... x H x nq x nk` distances.
+    """
+    dtype = xq.dtype
+    xq = xq.to(keys.dtype)
+    q_aug = torch.cat([xq.square(), xq, torch.ones_like(xq[..., :1])], dim=-1)
+    sq = torch.matmul(q_aug, keys.transpose(-1, -2))
+    if torch.is_grad_enabled() and sq.requires_grad:
+        return torch.sqrt(sq.clamp_min(0.0) + _DIST_EPS).to(dtype)
+    return sq.clamp_min_(0.0).add_(_DIST_EPS).sqrt_().to(dtype)
+
+
 def ard_distance(xq: Tensor, xk: Tensor, scale_sq: Tensor) -> Tensor:
     """Distances in which every key stretches the input dimensions by factors of its own.
 
@@ -50,22 +92,7 @@ def ard_distance(xq: Tensor, xk: Tensor, scale_sq: Tensor) -> Tensor:
     Returns:
         `... x H x nq x nk` distances.
     """
-    dtype = torch.promote_types(scale_sq.dtype, xq.dtype)
-    if dtype == torch.float32 and xq.device.type == "cpu":
-        # The scales depend on the context's values, so float32 rounding of the expansion
-        # below (up to eps * s^2 |x|^2 where the true distance is 0) would make predictions
-        # jump by about 1e-4 under last-bit changes of ``y``; float64 here costs little.
-        return ard_distance(xq.double(), xk.double(), scale_sq.double()).to(dtype)
-    weighted = scale_sq * xk  # (..., H, nk, D)
-    key_term = (weighted * xk).sum(-1, keepdim=True)  # (..., H, nk, 1)
-    # sum_j s^2 xq^2 - 2 s^2 xq xk + s^2 xk^2 as one matrix product over [xq^2, xq, 1]: the
-    # `... x H x nq x nk` result is written once (this runs for every head of every read).
-    q_aug = torch.cat([xq.square(), xq, torch.ones_like(xq[..., :1])], dim=-1)
-    k_aug = torch.cat([scale_sq, -2.0 * weighted, key_term], dim=-1)
-    sq = torch.matmul(q_aug, k_aug.transpose(-1, -2))
-    if torch.is_grad_enabled() and sq.requires_grad:
-        return torch.sqrt(sq.clamp_min(0.0) + _DIST_EPS)
-    return sq.clamp_min_(0.0).add_(_DIST_EPS).sqrt_()
+    return ard_distance_to_keys(xq, ard_keys(xk, scale_sq))
 
 
 def rbf_bias(dist: Tensor, amplitude: Tensor, width: Tensor, centre: Tensor) -> Tensor:

@@ -10,9 +10,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from botorch_tnpkr.nn.attention.base import AttentionBackend
-from botorch_tnpkr.nn.bias import KernelBias, ard_distance, scaled_distance
+from botorch_tnpkr.nn.bias import KernelBias, ard_distance_to_keys, ard_keys, scaled_distance
 
-# (keys, values, key inputs, mask, any valid key, squared ARD scales of the keys or None)
+# (keys, values, key inputs, mask, any valid key, the keys' ``ard_keys`` or None)
 ExactMemory = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]
 # Bound of the log ARD scales (``ard_bias``): factors between exp(-4) and exp(4).
 ARD_LOG_BOUND = 4.0
@@ -88,7 +88,8 @@ class ExactAttention(AttentionBackend):
     logits multiplied by ``logit_scale`` (log-n scaling); smaller reads are unchanged.
 
     With ``ard_dim`` set (``TNPKRConfig.ard_bias``), each key token computes per-head factors
-    for the ``ard_dim`` input dimensions (``key_scales``) and the bias uses ``ard_distance``.
+    for the ``ard_dim`` input dimensions (``key_scales``); the memory holds their side of
+    ``ard_distance`` (``key_geometry``), so reads only add the queries'.
     The layer that computes them starts at zero (all factors 1: the isotropic bias).
     """
 
@@ -134,16 +135,25 @@ class ExactAttention(AttentionBackend):
         log_s = log_s.unflatten(-1, (self.num_heads, -1)).transpose(-2, -3)
         return torch.exp(2.0 * log_s)
 
-    def distance(self, xq: Tensor, xk: Tensor, scale_sq: Tensor | None) -> Tensor:
+    def key_geometry(self, tokens: Tensor, x: Tensor) -> Tensor | None:
+        """``ard_keys`` of a key set (`B x H x n x (2 max_dim + 1)`), or None without ARD.
+
+        Args:
+            tokens: `B x n x D` layer-normed key tokens; x: `B x n x max_dim` scaled inputs.
+        """
+        scale_sq = self.key_scales(tokens)
+        return None if scale_sq is None else ard_keys(x.unsqueeze(-3), scale_sq)
+
+    def distance(self, xq: Tensor, xk: Tensor, geometry: Tensor | None) -> Tensor:
         """Bias distances: `B x nq x nk` shared by the heads, or `B x H x nq x nk` (ARD).
 
         Args:
             xq: `B x nq x max_dim`; xk: `B x nk x max_dim` scaled inputs.
-            scale_sq: What ``key_scales`` returned for the keys (`B x H x nk x max_dim`).
+            geometry: The keys' ``key_geometry`` (`B x H x nk x (2 max_dim + 1)`) or None.
         """
-        if scale_sq is None:
+        if geometry is None:
             return scaled_distance(xq, xk, 1.0)
-        return ard_distance(xq.unsqueeze(-3), xk.unsqueeze(-3), scale_sq)
+        return ard_distance_to_keys(xq.unsqueeze(-3), geometry)
 
     def _heads(self, t: Tensor) -> Tensor:
         b, n, _ = t.shape
@@ -152,10 +162,11 @@ class ExactAttention(AttentionBackend):
     def memory(self, tokens: Tensor, x: Tensor, mask: Tensor) -> ExactMemory:
         k, v = self.kv_proj(tokens).chunk(2, dim=-1)
         any_valid = mask.any(dim=-1)  # (B,)
-        return self._heads(k), self._heads(v), x, mask, any_valid, self.key_scales(tokens)
+        geometry = self.key_geometry(tokens, x)
+        return self._heads(k), self._heads(v), x, mask, any_valid, geometry
 
     def read(self, tokens: Tensor, x: Tensor, memory: ExactMemory) -> Tensor:
-        k, v, xk, mask, any_valid, scale_sq = memory
+        k, v, xk, mask, any_valid, geometry = memory
         b, nq, dim = tokens.shape
         if k.shape[-2] == 0 or nq == 0:
             return tokens.new_zeros(b, nq, dim)
@@ -164,9 +175,9 @@ class ExactAttention(AttentionBackend):
         if scale is not None:
             q = q * scale.view(b, 1, 1, 1)
         if self.mode == "softmax":
-            out = self._softmax(q, k, v, x, xk, mask, scale, scale_sq)
+            out = self._softmax(q, k, v, x, xk, mask, scale, geometry)
         else:
-            out = self._scan(q, k, v, x, xk, mask, scale, scale_sq)
+            out = self._scan(q, k, v, x, xk, mask, scale, geometry)
         out = self.out_proj(out.transpose(1, 2).reshape(b, nq, dim))
         # Zero after the projection, as for an empty key set (the projection has a bias).
         return out * any_valid.view(b, 1, 1).to(out.dtype)
@@ -177,10 +188,10 @@ class ExactAttention(AttentionBackend):
         xk: Tensor,
         mask: Tensor,
         scale: Tensor | None = None,
-        scale_sq: Tensor | None = None,
+        geometry: Tensor | None = None,
     ) -> Tensor:
         """`B x H x nq x nk` kernel bias (times the `B` ``scale``), invalid keys filled."""
-        bias = self.bias(self.distance(xq, xk, scale_sq))  # (B, H, nq, nk)
+        bias = self.bias(self.distance(xq, xk, geometry))  # (B, H, nq, nk)
         if scale is not None:
             bias = bias * scale.view(-1, 1, 1, 1)
         # Training batches have no invalid keys; skipping the fill saves a pass over the bias
@@ -198,9 +209,9 @@ class ExactAttention(AttentionBackend):
         xk: Tensor,
         mask: Tensor,
         scale: Tensor | None,
-        scale_sq: Tensor | None,
+        geometry: Tensor | None,
     ) -> Tensor:
-        bias = self._logit_bias(xq, xk, mask, scale, scale_sq)
+        bias = self._logit_bias(xq, xk, mask, scale, geometry)
         if bias.requires_grad and q.device.type == "cpu":
             return biased_attention(q, k, v, bias)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
@@ -214,12 +225,12 @@ class ExactAttention(AttentionBackend):
         xk: Tensor,
         mask: Tensor,
         scale: Tensor | None,
-        scale_sq: Tensor | None,
+        geometry: Tensor | None,
     ) -> Tensor:
         outs = []
         for start in range(0, q.shape[-2], self.chunk):
             stop = start + self.chunk
-            args = (q[..., start:stop, :], k, v, xq[:, start:stop], xk, mask, scale, scale_sq)
+            args = (q[..., start:stop, :], k, v, xq[:, start:stop], xk, mask, scale, geometry)
             if self.training and torch.is_grad_enabled():
                 outs.append(checkpoint(self._scan_rows, *args, use_reentrant=False))
             else:
@@ -235,13 +246,13 @@ class ExactAttention(AttentionBackend):
         xk: Tensor,
         mask: Tensor,
         scale: Tensor | None,
-        scale_sq: Tensor | None,
+        geometry: Tensor | None,
     ) -> Tensor:
         """Online-softmax attention of one query chunk over all key chunks.
 
         ``q`` `B x H x nq x Dh` (already multiplied by ``scale``), ``k``, ``v``
         `B x H x nk x Dh`, ``xq`` `B x nq x max_dim`, ``xk`` `B x nk x max_dim`, ``mask``
-        `B x nk`, ``scale`` `B` or None, ``scale_sq`` `B x H x nk x max_dim` or None.
+        `B x nk`, ``scale`` `B` or None, ``geometry`` `B x H x nk x (2 max_dim + 1)` or None.
         """
         inv_sqrt = 1.0 / math.sqrt(q.shape[-1])
         run_max = q.new_full((*q.shape[:-1], 1), float("-inf"))
@@ -250,7 +261,7 @@ class ExactAttention(AttentionBackend):
         for start in range(0, k.shape[-2], self.chunk):
             stop = start + self.chunk
             logits = torch.matmul(q, k[..., start:stop, :].transpose(-1, -2)) * inv_sqrt
-            part = None if scale_sq is None else scale_sq[..., start:stop, :]
+            part = None if geometry is None else geometry[..., start:stop, :]
             bias = self._logit_bias(xq, xk[:, start:stop], mask[:, start:stop], scale, part)
             logits = logits + bias
             new_max = torch.maximum(run_max, logits.amax(dim=-1, keepdim=True))

@@ -12,7 +12,7 @@ broadcast, e.g. before any sampled value enters, all paths of a group are the sa
 * inputs: `B x G x m x max_dim`, shared by the paths of a group (scaled as for ``read``);
 * added memory (``None`` while no point was added), per backend:
   exact: ``(k, v, x)``: `B x G x S x H x a x Dh` keys and values, `B x G x a x max_dim` inputs,
-  and with ``ard_bias`` a fourth, `B x G x S x H x a x max_dim` squared ARD scales of the keys;
+  and with ``ard_bias`` a fourth, the keys' ``ard_keys`` (`B x G x S x H x a x (2 max_dim + 1)`);
   linear (DKA, Performer): ``(log_f, v)``: `B x G x S x H x a x F` log features,
   `B x G x S x H x a x Dh` values.
 
@@ -33,7 +33,7 @@ from torch import Tensor
 from botorch_tnpkr.nn.attention.base import AttentionBackend
 from botorch_tnpkr.nn.attention.exact import ExactAttention, logit_scale, masked_fill_value
 from botorch_tnpkr.nn.attention.linear import DeepKernelAttention, PerformerAttention
-from botorch_tnpkr.nn.bias import ard_distance, scaled_distance
+from botorch_tnpkr.nn.bias import ard_distance_to_keys, ard_keys, scaled_distance
 
 AddedMemory = tuple[Tensor, ...] | None
 
@@ -58,7 +58,7 @@ def extend_paths(
         new: tuple[Tensor, ...] = (_split_heads(k, h), _split_heads(v, h), x)
         scale_sq = attention.key_scales(tokens)  # (B, G, S, H, a, max_dim) or None
         if scale_sq is not None:
-            new = (*new, scale_sq)
+            new = (*new, ard_keys(x[:, :, None, None], scale_sq))
     elif isinstance(attention, (DeepKernelAttention, PerformerAttention)):
         new = _linear_keys(attention, tokens, x)
     else:
@@ -201,8 +201,8 @@ def _read_exact(
         a = k_a.shape[-2]
         logits = torch.matmul(q, k_a.transpose(-1, -2))  # (B, G, S, H, m, a)
         if len(added) == 4:  # ARD: each path's added keys carry their own scales
-            xq, xk = x[:, :, None, None], x_a[:, :, None, None]  # (B, G, 1, 1, m or a, D)
-            bias = attention.bias(ard_distance(xq, xk, added[3]))  # (B, G, S', H, m, a)
+            xq = x[:, :, None, None]  # (B, G, 1, 1, m, D)
+            bias = attention.bias(ard_distance_to_keys(xq, added[3]))  # (B, G, S', H, m, a)
         else:
             xq = x.reshape(b * g, m, x.shape[-1])
             xk = x_a.expand(b, g, a, x_a.shape[-1]).reshape(b * g, a, x_a.shape[-1])

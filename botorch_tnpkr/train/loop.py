@@ -103,6 +103,18 @@ def lr_at(step: int, preset: TrainPreset, total: int) -> float:
     return preset.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def parameter_groups(model: torch.nn.Module, preset: TrainPreset) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: one, or one per factor of ``preset.lr_scales``
+    (a group's ``lr_scale`` multiplies the schedule's learning rate; empty groups dropped)."""
+    groups: dict[float, list[torch.nn.Parameter]] = {1.0: []}
+    for name, parameter in model.named_parameters():
+        factor = next((float(f) for frag, f in preset.lr_scales if frag in name), 1.0)
+        groups.setdefault(factor, []).append(parameter)
+    return [
+        {"params": params, "lr_scale": factor} for factor, params in groups.items() if params
+    ]
+
+
 def context_cap(step: int, preset: TrainPreset, total: int) -> int:
     """Largest context size drawn at ``step`` (geometric growth, then constant)."""
     end = preset.prior.max_context
@@ -280,7 +292,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
     ema_model.load_state_dict(model.state_dict())
     ema_model.requires_grad_(False)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay
+        parameter_groups(model, preset), lr=preset.lr, weight_decay=preset.weight_decay
     )
     step, train_seconds, best_val = 0, 0.0, math.inf
     revalidate = False
@@ -372,7 +384,7 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
         while step < stop_after and not flag.stop:
             t0 = time.monotonic()
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, preset, total)
+                group["lr"] = lr_at(step, preset, total) * group.get("lr_scale", 1.0)
             gen = batch_generator(options.seed, step, rank)
             cap = context_cap(step, preset, total)
             batch = _to(training_batch(preset, gen, cap), device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from botorch_tnpkr.errors import CheckpointError
-from botorch_tnpkr.nn import load_network, read_metadata
+from botorch_tnpkr.errors import CheckpointError, ConfigError
+from botorch_tnpkr.nn import TNPKR, load_network, read_metadata
 from botorch_tnpkr.train import RunOptions, get_preset, train
 from botorch_tnpkr.train.loop import (
     VAL_LAYOUT,
     context_cap,
     lr_at,
+    parameter_groups,
     validation_cells,
     validation_set,
 )
@@ -83,6 +85,25 @@ def test_schedule_shapes() -> None:
     assert lr_at(total, preset, total) == pytest.approx(preset.lr * preset.min_lr_ratio)
     assert context_cap(0, preset, total) == preset.context_start
     assert context_cap(total, preset, total) == preset.prior.max_context
+
+
+def test_lr_scales_give_named_parameters_their_own_learning_rate(tmp_path: Path) -> None:
+    preset = dataclasses.replace(get_preset("tiny"), lr_scales=(("blocks.0.attention", 10.0),))
+    train(preset, _opts(tmp_path / "r", stop_after=6))
+    groups = load_state(tmp_path / "r" / STATE_FILE)["optimizer"]["param_groups"]
+    assert sorted(g["lr_scale"] for g in groups) == [1.0, 10.0]
+    plain, scaled = sorted(groups, key=lambda g: g["lr_scale"])
+    assert scaled["lr"] == pytest.approx(10 * plain["lr"])
+    names = [n for n, _ in TNPKR(preset.network_config).named_parameters()]
+    assert len(scaled["params"]) == sum("blocks.0.attention" in n for n in names) > 0
+    train(preset, _opts(tmp_path / "r", resume=True))
+    assert load_state(tmp_path / "r" / STATE_FILE)["step"] == preset.total_steps
+    # Without scales the optimiser keeps one group (older runs resume unchanged).
+    model = TNPKR(get_preset("tiny").network_config)
+    assert len(parameter_groups(model, get_preset("tiny"))) == 1
+    for bad in ((("", 2.0),), (("ard", 0.0),), (("ard",),)):
+        with pytest.raises(ConfigError, match="lr_scales"):
+            dataclasses.replace(get_preset("tiny"), lr_scales=bad)
 
 
 def test_cli_and_torchrun_ddp_on_gloo(tmp_path: Path) -> None:

@@ -43,6 +43,10 @@ class TNPKRConfig:
             bias can follow anisotropic (ARD) lengthscales and ignore irrelevant dimensions;
             without it the bias sees one isotropic distance. The factors start at 1, so a
             network grown from one without it (``nn.grow``) predicts what its source does.
+        fine_basis: Exact backends only. Extra basis functions per head in the kernel bias,
+            centred at distance 0 with log-parametrised widths (initial lengthscales 0.003
+            to 0.03), so that attention can single out near neighbours in dense contexts.
+            Their amplitudes start at 0 (``nn.grow`` adds them without changing predictions).
     """
 
     max_dim: int = 8
@@ -58,6 +62,7 @@ class TNPKRConfig:
     min_std: float = 1e-3
     trained_context: int | None = None
     ard_bias: bool = False
+    fine_basis: int = 0
 
     def __post_init__(self) -> None:
         positive = (
@@ -93,6 +98,16 @@ class TNPKRConfig:
             raise ConfigError(
                 f"TNPKRConfig.ard_bias needs an exact backend {EXACT_BACKENDS}; the "
                 f"{self.attention!r} backend has no distance bias to stretch."
+            )
+        fine = self.fine_basis
+        if isinstance(fine, bool) or not isinstance(fine, int) or fine < 0:
+            raise ConfigError(
+                f"TNPKRConfig.fine_basis must be a non-negative integer, got {fine!r}."
+            )
+        if fine and self.attention not in EXACT_BACKENDS:
+            raise ConfigError(
+                f"TNPKRConfig.fine_basis needs an exact backend {EXACT_BACKENDS}; the "
+                f"{self.attention!r} backend has no distance bias."
             )
         trained = self.trained_context
         if trained is not None and (

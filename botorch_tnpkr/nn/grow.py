@@ -9,7 +9,8 @@ the trained one keeps everything it learned and adds capacity that starts as the
 * a wider FFN keeps the trained hidden units and adds new ones whose outgoing weights are
   zero, so the FFN's output is unchanged;
 * ``ard_bias`` switched on adds each exact attention's ARD layer, which starts at zero (all
-  scales 1: the isotropic distances the source was trained with).
+  scales 1: the isotropic distances the source was trained with);
+* ``fine_basis`` 0 -> G adds G fine kernel-bias basis functions per head with amplitude 0.
 
 The grown network's predictions equal the source's (up to float rounding) until it is trained;
 every other part of the architecture must match (settings without weights, such as
@@ -27,7 +28,7 @@ from botorch_tnpkr.errors import ConfigError
 from botorch_tnpkr.nn.config import TNPKRConfig
 from botorch_tnpkr.nn.model import TNPKR
 
-GROWABLE = ("num_blocks", "dim_ffn", "ard_bias")
+GROWABLE = ("num_blocks", "dim_ffn", "ard_bias", "fine_basis")
 # Settings without weights: they may differ freely (the grown network takes the target's).
 UNWEIGHTED = ("trained_context",)
 
@@ -51,6 +52,11 @@ def growth_description(source: TNPKRConfig, target: TNPKRConfig) -> str:
             )
         if new < old:
             raise ConfigError(f"Cannot shrink {field.name} from {old} to {new}; it may only grow.")
+        if field.name == "fine_basis" and old:
+            raise ConfigError(
+                f"fine_basis may only grow from 0 (got {old} -> {new}): trained fine basis "
+                "functions are kept as they are."
+            )
         changes.append(f"{field.name} {old} -> {new}")
     return ", ".join(changes)
 
@@ -67,8 +73,9 @@ def grow_network(source: TNPKR, config: TNPKRConfig, seed: int = 0) -> TNPKR:
 
     Args:
         source: A trained network (left unchanged).
-        config: The grown architecture; only ``num_blocks``, ``dim_ffn`` and ``ard_bias`` may
-            differ from ``source.config``, and only upwards (``ard_bias`` False -> True).
+        config: The grown architecture; only ``GROWABLE`` fields may differ from
+            ``source.config``, and only upwards (``ard_bias`` False -> True; ``fine_basis``
+            only from 0, since trained fine functions cannot be merged).
         seed: Seeds the random initialisation of the new weights whose outputs are zeroed
             (their inputs stay random so that they receive gradients once trained).
 

@@ -29,7 +29,8 @@ def make_model(
     """A small network in eval mode with seeded random weights.
 
     With ``ard_bias=True`` the ARD layers get random weights too (a real network starts them
-    at zero, the isotropic bias), so that the tests exercise stretched distances.
+    at zero, the isotropic bias), so that the tests exercise stretched distances; likewise
+    the amplitudes of ``fine_basis`` functions (zero in a fresh network).
     """
     torch.manual_seed(seed)
     config = TNPKRConfig(**{**SMALL, "attention": attention, **changes})
@@ -39,6 +40,12 @@ def make_model(
             for block in model.blocks:
                 torch.nn.init.normal_(block.attention.ard.weight, std=0.5)
                 torch.nn.init.normal_(block.attention.ard.bias, std=0.5)
+    if config.fine_basis:
+        with torch.no_grad():
+            for block in model.blocks:
+                torch.nn.init.normal_(block.attention.bias.fine_amplitude, std=1.0)
+                # Lengthscales near the test tasks' point spacing, so the functions matter.
+                block.attention.bias.fine_log_width.fill_(3.0)
     return model.to(dtype).eval()
 
 

@@ -84,3 +84,29 @@ def test_ard_distance_is_the_stretched_euclidean_distance():
     torch.testing.assert_close(
         ard_distance(xq, xk, ones)[:, 0], scaled_distance(xq[:, 0], xk[:, 0], 1.0)
     )
+
+
+def test_fine_basis_functions_join_the_bias_and_train():
+    """``num_fine`` functions ``a exp(-exp(v) r^2)`` add to the bias; they start at zero."""
+    base = _params(5)
+    fine = KernelBias(num_heads=3, num_basis=4, num_fine=2).double()
+    fine.load_state_dict(base.state_dict(), strict=False)
+    dist = torch.rand(2, 5, 9, dtype=torch.float64) * 0.2
+    with torch.no_grad():
+        torch.testing.assert_close(fine(dist), base(dist), rtol=0, atol=0)
+        fine.fine_amplitude.normal_()
+    amplitude, log_width = fine.fine_amplitude, fine.fine_log_width
+    extra = sum(
+        amplitude[:, g].view(1, -1, 1, 1)
+        * torch.exp(-log_width[:, g].exp().view(1, -1, 1, 1) * dist.unsqueeze(1) ** 2)
+        for g in range(2)
+    )
+    torch.testing.assert_close(fine(dist), base(dist) + extra, rtol=1e-12, atol=1e-12)
+    fine(dist).sum().backward()  # both fine parameters receive gradients
+    assert amplitude.grad.abs().min() > 0 and log_width.grad.abs().sum() > 0
+    fine.requires_grad_(False)  # the inference path computes the same values
+    with torch.no_grad():
+        torch.testing.assert_close(fine(dist), base(dist) + extra.detach(), rtol=1e-12, atol=1e-12)
+    # Initial lengthscales span 0.003 to 0.03 of the scaled distance.
+    lengths = (0.5 / KernelBias(3, 4, num_fine=2).fine_log_width.exp()).sqrt()
+    torch.testing.assert_close(lengths[0], torch.tensor([0.003, 0.03]))

@@ -331,6 +331,15 @@ class TestScanARD(TestSoftmaxARD):
     attention = "scan"
 
 
+class TestSoftmaxFineARD(CausalConformance):
+    """Fine kernel-bias functions with ARD: added keys read as part of the union."""
+
+    attention = "softmax"
+
+    def model(self, **changes):
+        return make_model(self.attention, **{"ard_bias": True, "fine_basis": 2, **changes})
+
+
 class TestSoftmaxBeyondTrainedContext(CausalConformance):
     """Log-n scaling active: context plus added points (10 + a) exceed ``trained_context``."""
 

@@ -300,6 +300,16 @@ class TestScanARDBeyondTrainedContext(BackendConformance):
         return make_model(self.attention, dtype, **changes)
 
 
+class TestScanFineARDBeyondTrainedContext(BackendConformance):
+    """Fine kernel-bias functions (``fine_basis``) with ARD distances, tiles and log-n."""
+
+    attention = "scan"
+
+    def model(self, dtype: torch.dtype = torch.float64, **changes):
+        changes = {"ard_bias": True, "fine_basis": 2, "trained_context": 4, **changes}
+        return make_model(self.attention, dtype, **changes)
+
+
 class TestDeepKernelAttention(BackendConformance):
     attention = "dka"
     linear_memory = True

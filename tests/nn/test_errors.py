@@ -70,6 +70,15 @@ def test_ard_bias_needs_an_exact_backend(attention):
         TNPKRConfig(ard_bias=1)
 
 
+@pytest.mark.parametrize("attention", ["dka", "performer"])
+def test_fine_basis_needs_an_exact_backend(attention):
+    with pytest.raises(ConfigError, match=r"fine_basis needs an exact backend.*'softmax'"):
+        TNPKRConfig(attention=attention, fine_basis=2)
+    for bad in (-1, True, 1.5, "2"):
+        with pytest.raises(ConfigError, match="fine_basis must be a non-negative integer"):
+            TNPKRConfig(fine_basis=bad)
+
+
 def test_from_dict_rejects_unknown_keys_by_name():
     data = {**TNPKRConfig().to_dict(), "dropout": 0.1, "heads": 2}
     with pytest.raises(ConfigError, match=r"\['dropout', 'heads'\].*allowed"):

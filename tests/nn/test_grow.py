@@ -53,6 +53,27 @@ def test_ard_growth_predicts_what_the_source_predicts_and_its_scales_train() -> 
         growth_description(config, source.config.replace(num_blocks=3))
 
 
+def test_fine_basis_growth_predicts_what_the_source_predicts_and_trains() -> None:
+    source = make_model("scan", ard_bias=True)
+    config = source.config.replace(fine_basis=2)
+    assert growth_description(source.config, config) == "fine_basis 0 -> 2"
+    grown = grow_network(source, config).eval()
+    xc, yc, xt = make_task(nc=12, nt=7, d=3)
+    with torch.no_grad():
+        want, got = source(xc, yc, xt), grown(xc, yc, xt)
+    for name in ("mean", "fvar", "noise_var"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-10, atol=1e-12)
+    grown.train()
+    pred = grown(xc, yc, xt)
+    ((pred.mean - torch.cos(xt.sum(-1))) ** 2 / pred.yvar + pred.yvar.log()).mean().backward()
+    for block in grown.blocks:  # the zero amplitudes receive gradients (no dead weights)
+        assert block.attention.bias.fine_amplitude.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="fine_basis may only grow from 0"):
+        growth_description(config, config.replace(fine_basis=3))
+    with pytest.raises(ConfigError, match="shrink fine_basis"):
+        growth_description(config, source.config)
+
+
 def test_new_capacity_trains() -> None:
     """Zeroed outputs must not make dead weights: after a few steps every new tensor moved."""
     source = make_model("softmax")
@@ -139,3 +160,9 @@ def test_exact_ard_preset_grows_the_shipped_network() -> None:
     """``exact-ard`` adds ARD distances to the shipped 6-block network, predicting what it
     predicts until trained."""
     _assert_preset_grows_shipped("tnpkr-exact", "exact-deep", "exact-ard", "ard_bias False -> True")
+
+
+def test_exact_fine_preset_grows_the_shipped_network() -> None:
+    """``exact-fine`` adds fine kernel-bias functions to the shipped ARD network, predicting
+    what it predicts until trained."""
+    _assert_preset_grows_shipped("tnpkr-exact", "exact-ard", "exact-fine", "fine_basis 0 -> 2")

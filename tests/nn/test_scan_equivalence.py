@@ -61,10 +61,12 @@ def test_scan_equals_softmax_with_masks():
     )
 
 
-@pytest.mark.parametrize("ard", [False, True])
-def test_scan_training_gradients_equal_softmax(ard):
+@pytest.mark.parametrize(
+    "changes", [{}, {"ard_bias": True}, {"ard_bias": True, "fine_basis": 2}], ids=str
+)
+def test_scan_training_gradients_equal_softmax(changes):
     """In training mode scan recomputes its tiles in the backward pass (checkpointing)."""
-    softmax, scan = exact_pair(ard_bias=ard)
+    softmax, scan = exact_pair(**changes)
     xc, yc, xt = make_task(b=2, nc=2 * CHUNK + 1, nt=CHUNK + 2, d=2)
     grads = []
     for model in (softmax, scan):

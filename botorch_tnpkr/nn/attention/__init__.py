@@ -19,6 +19,7 @@ def build_attention(config: TNPKRConfig) -> AttentionBackend:
             config.scan_chunk,
             config.trained_context,
             ard_dim=config.max_dim if config.ard_bias else None,
+            num_fine=config.fine_basis,
         )
     if config.attention == "dka":
         return DeepKernelAttention(

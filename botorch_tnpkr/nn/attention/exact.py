@@ -91,6 +91,7 @@ class ExactAttention(AttentionBackend):
     for the ``ard_dim`` input dimensions (``key_scales``); the memory holds their side of
     ``ard_distance`` (``key_geometry``), so reads only add the queries'.
     The layer that computes them starts at zero (all factors 1: the isotropic bias).
+    ``num_fine`` adds fine kernel-bias basis functions (``KernelBias``; ``fine_basis``).
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class ExactAttention(AttentionBackend):
         chunk: int,
         trained_context: int | None = None,
         ard_dim: int | None = None,
+        num_fine: int = 0,
     ):
         super().__init__()
         self.trained_context = trained_context
@@ -110,7 +112,7 @@ class ExactAttention(AttentionBackend):
         self.q_proj = nn.Linear(dim_model, dim_model)
         self.kv_proj = nn.Linear(dim_model, 2 * dim_model)
         self.out_proj = nn.Linear(dim_model, dim_model)
-        self.bias = KernelBias(num_heads, num_basis)
+        self.bias = KernelBias(num_heads, num_basis, num_fine)
         self.mode = mode
         self.chunk = chunk
         self.ard: nn.Linear | None = None

@@ -5,7 +5,8 @@ shipped networks from git) on ``validation_set(preset)``, the held-out set a tra
 with that preset validates on, and prints the mean gap to the oracle per noisy target (what
 the log calls ``val_gap_y``) with three groups of its batches: dense low-dimensional contexts
 (d <= 3, nC >= 128), dense higher-dimensional ones (d > 3, nC >= 128) and small contexts
-(nC <= 32). One network's figure equals what its run logged at that step (the EMA weights).
+(nC <= 32), and the densest one-dimensional contexts (d = 1, nC >= 128: neighbours closest).
+The JSON record keeps every batch's cell and gap. One network's figure equals what its run logged at that step (the EMA weights).
 
 Usage:
     python benchmarks/validation_gap.py --preset exact-deeper --checkpoints tnpkr-exact \\
@@ -37,6 +38,7 @@ from botorch_tnpkr.train.loop import validate, validation_cells, validation_set 
 from botorch_tnpkr.train.presets import get_preset  # noqa: E402
 
 GROUPS: dict[str, Callable[[int, int], bool]] = {
+    "dense, d = 1": lambda d, n: d == 1 and n >= 128,
     "dense, d <= 3": lambda d, n: d <= 3 and n >= 128,
     "dense, d > 3": lambda d, n: d > 3 and n >= 128,
     "n <= 32": lambda d, n: n <= 32,
@@ -59,7 +61,15 @@ def score(network: TNPKR, preset_name: str) -> dict[str, Any]:
     for name, member in GROUPS.items():
         values = [g for g, (d, n) in zip(gaps, cells, strict=True) if member(d, n)]
         groups[name] = statistics.mean(values) if values else None
-    return {"val_gap_y": statistics.mean(gaps), "groups": groups, "batches": len(gaps)}
+    per_batch = [
+        {"d": d, "n": n, "gap_y": g} for g, (d, n) in zip(gaps, cells, strict=True)
+    ]
+    return {
+        "val_gap_y": statistics.mean(gaps),
+        "groups": groups,
+        "batches": len(gaps),
+        "per_batch": per_batch,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:

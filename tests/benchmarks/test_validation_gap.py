@@ -26,3 +26,8 @@ def test_matches_what_training_logged(tmp_path):
     # tiny's two batches have 0 and 8 context points in d = 1: only the small group is filled.
     assert record["groups"]["n <= 32"] == pytest.approx(record["val_gap_y"])
     assert record["groups"]["dense, d <= 3"] is None
+    assert record["groups"]["dense, d = 1"] is None
+    cells = [(b["d"], b["n"]) for b in record["per_batch"]]
+    assert cells == [(1, 0), (1, 8)]
+    mean = sum(b["gap_y"] for b in record["per_batch"]) / len(cells)
+    assert mean == pytest.approx(record["val_gap_y"])

@@ -6,7 +6,8 @@ with that preset validates on, and prints the mean gap to the oracle per noisy t
 the log calls ``val_gap_y``) with three groups of its batches: dense low-dimensional contexts
 (d <= 3, nC >= 128), dense higher-dimensional ones (d > 3, nC >= 128) and small contexts
 (nC <= 32), and the densest one-dimensional contexts (d = 1, nC >= 128: neighbours closest).
-The JSON record keeps every batch's cell and gap. One network's figure equals what its run logged at that step (the EMA weights).
+The JSON record keeps every batch's cell and gap. One network's figure equals what its run
+logged at that step (the EMA weights).
 
 Usage:
     python benchmarks/validation_gap.py --preset exact-deeper --checkpoints tnpkr-exact \\

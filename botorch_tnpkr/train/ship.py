@@ -111,6 +111,21 @@ def _record_trained_context(path: Path) -> None:
     print(f"{path.name}: recorded trained_context={trained} (from its preset)")
 
 
+def _degradation_refusal(extrapolation: dict[str, Any] | None, limit: float | None) -> str | None:
+    """Why a report fails ``--max-degradation``, or None when it passes (or no limit)."""
+    if limit is None:
+        return None
+    if not extrapolation:
+        return "--max-degradation was given but the evaluation measured no extrapolation"
+    degradation = float(extrapolation["degradation"])
+    if degradation > limit:
+        return (
+            f"the gap at 4x the trained context is {degradation:+.4f} over the trained "
+            f"size's, more than --max-degradation {limit}"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tnpkr-ship", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, type=Path)
@@ -118,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", default="best.safetensors", help="file in --run-dir to ship")
     parser.add_argument("--description", default="")
     parser.add_argument("--force", action="store_true", help="ship even if not better")
+    parser.add_argument(
+        "--max-degradation",
+        type=float,
+        help="refuse a network whose gap at 4x the trained context exceeds its gap at the "
+        "trained context by more than this (the issue's target for the default checkpoint: "
+        "0.1)",
+    )
     parser.add_argument("--tasks", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-gp", action="store_true")
@@ -161,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     new = report["summary"]["mean_gap"]
     if old is not None and new >= old and not args.force:
         print(f"not shipped: mean gap {new:.4f} is not better than the shipped {old:.4f}")
+        return 1
+    refusal = _degradation_refusal(report.get("extrapolation"), args.max_degradation)
+    if refusal is not None and not args.force:
+        print(f"not shipped: {refusal}")
         return 1
     target = args.dest / f"{args.name}.safetensors"
     shutil.copyfile(source, target)

@@ -198,7 +198,10 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     args = ["--run-dir", str(tmp_path / "run"), "--name", "t", "--tasks", "2", "--no-gp"]
     args += ["--sizes", "4,8"]
     args += ["--dest", str(dest)]
-    assert ship(args) == 0
+    # A limit on the degradation at 4x the trained context refuses before writing anything.
+    assert ship([*args, "--max-degradation=-1e9"]) == 1
+    assert not (dest / "registry.json").exists() and not (dest / "t.safetensors").exists()
+    assert ship([*args, "--max-degradation", "1e9"]) == 0
     registry = json.loads((dest / "registry.json").read_text())
     assert registry["t"]["attention"] == "softmax"
     card = (dest / "t.md").read_text()
@@ -208,6 +211,15 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     assert ship(args) == 1  # the same network is not better than itself
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(dest / "t.safetensors", sha256="0" * 64)
+
+
+def test_degradation_refusal_reasons() -> None:
+    from botorch_tnpkr.train.ship import _degradation_refusal
+
+    assert _degradation_refusal({"degradation": 0.3}, None) is None
+    assert _degradation_refusal({"degradation": 0.09}, 0.1) is None
+    assert "+0.1005" in _degradation_refusal({"degradation": 0.1005}, 0.1)
+    assert "no extrapolation" in _degradation_refusal(None, 0.1)
 
 
 def test_ship_records_the_trained_context_of_an_older_export(tmp_path: Path) -> None:

@@ -30,6 +30,21 @@ def test_grown_network_predicts_what_the_source_predicts(attention: str) -> None
         assert torch.equal(value, before[key])
 
 
+def _grow_check_and_backprop(source, config):
+    """Grow ``source`` into ``config``, check it predicts what ``source`` does (d = 3), then
+    run one training-mode backward pass; returns the grown network with its gradients."""
+    grown = grow_network(source, config).eval()
+    xc, yc, xt = make_task(nc=12, nt=7, d=3)
+    with torch.no_grad():
+        want, got = source(xc, yc, xt), grown(xc, yc, xt)
+    for name in ("mean", "fvar", "noise_var"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-10, atol=1e-12)
+    grown.train()
+    pred = grown(xc, yc, xt)
+    ((pred.mean - torch.cos(xt.sum(-1))) ** 2 / pred.yvar + pred.yvar.log()).mean().backward()
+    return grown
+
+
 def test_ard_growth_predicts_what_the_source_predicts_and_its_scales_train() -> None:
     source = make_model("softmax")
     with torch.no_grad():
@@ -37,16 +52,8 @@ def test_ard_growth_predicts_what_the_source_predicts_and_its_scales_train() -> 
             p.add_(0.05 * torch.randn_like(p))
     config = source.config.replace(ard_bias=True, num_blocks=3)
     assert growth_description(source.config, config) == "num_blocks 2 -> 3, ard_bias False -> True"
-    grown = grow_network(source, config).eval()
-    xc, yc, xt = make_task(nc=12, nt=7, d=3)
-    with torch.no_grad():
-        want, got = source(xc, yc, xt), grown(xc, yc, xt)
-    for name in ("mean", "fvar", "noise_var"):
-        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-10, atol=1e-12)
+    grown = _grow_check_and_backprop(source, config)
     # The zeroed ARD layers receive gradients and move (no dead weights).
-    grown.train()
-    pred = grown(xc, yc, xt)
-    ((pred.mean - torch.cos(xt.sum(-1))) ** 2 / pred.yvar + pred.yvar.log()).mean().backward()
     for block in grown.blocks[:2]:  # trained blocks: their attention output is live
         assert block.attention.ard.weight.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="shrink ard_bias"):
@@ -57,15 +64,7 @@ def test_fine_basis_growth_predicts_what_the_source_predicts_and_trains() -> Non
     source = make_model("scan", ard_bias=True)
     config = source.config.replace(fine_basis=2)
     assert growth_description(source.config, config) == "fine_basis 0 -> 2"
-    grown = grow_network(source, config).eval()
-    xc, yc, xt = make_task(nc=12, nt=7, d=3)
-    with torch.no_grad():
-        want, got = source(xc, yc, xt), grown(xc, yc, xt)
-    for name in ("mean", "fvar", "noise_var"):
-        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-10, atol=1e-12)
-    grown.train()
-    pred = grown(xc, yc, xt)
-    ((pred.mean - torch.cos(xt.sum(-1))) ** 2 / pred.yvar + pred.yvar.log()).mean().backward()
+    grown = _grow_check_and_backprop(source, config)
     for block in grown.blocks:  # the zero amplitudes receive gradients (no dead weights)
         assert block.attention.bias.fine_amplitude.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="fine_basis may only grow from 0"):

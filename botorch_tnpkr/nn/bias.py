@@ -16,6 +16,8 @@ _DIST_EPS = 1e-12
 # two fine functions took 2.3x as long at n = 4,000. At e^-60 (< 1e-26, times amplitudes of
 # order 1) a term is nothing next to the logits; the 5 trained functions never go below -50.
 EXP_FLOOR = -60.0
+# Initial lengthscales (in scaled distance) of the first and last fine basis functions.
+FINE_LENGTHSCALES = (0.003, 0.03)
 
 
 def scaled_distance(xq: Tensor, xk: Tensor, inv_scale: float) -> Tensor:
@@ -181,9 +183,6 @@ def frozen_rbf_bias(dist: Tensor, amplitude: Tensor, width: Tensor, centre: Tens
 
 
 _COMPILED: dict[str, Callable[..., Tensor]] = {}
-
-# Initial lengthscales (in scaled distance) of the first and last fine basis functions.
-FINE_LENGTHSCALES = (0.003, 0.03)
 
 
 def compiled_rbf_bias() -> Callable[..., Tensor]:

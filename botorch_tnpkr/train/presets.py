@@ -129,6 +129,16 @@ def _standardised_fine_tune(name: str, model: TNPKRConfig, **changes: Any) -> Tr
     return TrainPreset(name=name, model=model, prior=prior, **settings)
 
 
+def _ard_restart(
+    name: str, model: TNPKRConfig, lr_scales: tuple[tuple[str, float], ...]
+) -> TrainPreset:
+    """A restart from the shipped ARD network (exact-ard step 4k) along the learning rate
+    exact-ard had left (peak 6e-5, warm-up 100, 6k-step cosine), with ``lr_scales``."""
+    return _standardised_fine_tune(
+        name, model, total_steps=6_000, lr=6e-5, warmup_steps=100, lr_scales=lr_scales
+    )
+
+
 PRESETS: dict[str, TrainPreset] = {
     "tiny": TrainPreset(
         name="tiny",
@@ -196,13 +206,8 @@ PRESETS: dict[str, TrainPreset] = {
     # (``--init-from botorch_tnpkr/checkpoints/tnpkr-exact.safetensors``, exact-ard step 4k):
     # at 1x the ARD weights stayed small (stretch factors ~0.8-1.3 after 5k steps) and the
     # gap on strongly anisotropic tasks did not move. Same lr path as exact-ard's remainder.
-    "exact-ard-lr": _standardised_fine_tune(
-        "exact-ard-lr",
-        _DEEP_MODEL.replace(ard_bias=True),
-        total_steps=6_000,
-        lr=6e-5,
-        warmup_steps=100,
-        lr_scales=((".attention.ard.", 10.0),),
+    "exact-ard-lr": _ard_restart(
+        "exact-ard-lr", _DEEP_MODEL.replace(ard_bias=True), ((".attention.ard.", 10.0),)
     ),
     # The shipped network (exact-ard step 4k) grown with 2 fine kernel-bias basis functions
     # per head (``fine_basis``; ``--init-from botorch_tnpkr/checkpoints/tnpkr-exact.safetensors``).
@@ -211,13 +216,10 @@ PRESETS: dict[str, TrainPreset] = {
     # the gap grows from n = 128 to 512 and is largest at d = 1. Fine amplitudes and log
     # widths train at 100x (from 0: the grown network starts as the shipped one); ARD at 1x
     # as in exact-ard, so the two runs differ only in the fine functions.
-    "exact-fine": _standardised_fine_tune(
+    "exact-fine": _ard_restart(
         "exact-fine",
         _DEEP_MODEL.replace(ard_bias=True, fine_basis=2),
-        total_steps=6_000,
-        lr=6e-5,
-        warmup_steps=100,
-        lr_scales=((".bias.fine_", 100.0),),
+        ((".bias.fine_", 100.0),),
     ),
     # dka-std grown (``--init-from runs/dka-std/best.safetensors``) as exact-std was into
     # exact-deep: 6 blocks, FFN 256. The linear-attention network serves histories above

@@ -10,7 +10,9 @@ the trained one keeps everything it learned and adds capacity that starts as the
   zero, so the FFN's output is unchanged;
 * ``ard_bias`` switched on adds each exact attention's ARD layer, which starts at zero (all
   scales 1: the isotropic distances the source was trained with);
-* ``fine_basis`` 0 -> G adds G fine kernel-bias basis functions per head with amplitude 0.
+* ``fine_basis`` G -> G' adds G' - G fine kernel-bias basis functions per head with amplitude
+  0 after the trained ones; the new ones take the log widths a fresh G'-function basis has in
+  their slots (``bias.FINE_LENGTHSCALES``).
 
 The grown network's predictions equal the source's (up to float rounding) until it is trained;
 every other part of the architecture must match (settings without weights, such as
@@ -52,11 +54,6 @@ def growth_description(source: TNPKRConfig, target: TNPKRConfig) -> str:
             )
         if new < old:
             raise ConfigError(f"Cannot shrink {field.name} from {old} to {new}; it may only grow.")
-        if field.name == "fine_basis" and old:
-            raise ConfigError(
-                f"fine_basis may only grow from 0 (got {old} -> {new}): trained fine basis "
-                "functions are kept as they are."
-            )
         changes.append(f"{field.name} {old} -> {new}")
     return ", ".join(changes)
 
@@ -74,8 +71,8 @@ def grow_network(source: TNPKR, config: TNPKRConfig, seed: int = 0) -> TNPKR:
     Args:
         source: A trained network (left unchanged).
         config: The grown architecture; only ``GROWABLE`` fields may differ from
-            ``source.config``, and only upwards (``ard_bias`` False -> True; ``fine_basis``
-            only from 0, since trained fine functions cannot be merged).
+            ``source.config``, and only upwards (``ard_bias`` False -> True; trained fine
+            basis functions are kept and new ones appended).
         seed: Seeds the random initialisation of the new weights whose outputs are zeroed
             (their inputs stay random so that they receive gradients once trained).
 
@@ -99,6 +96,8 @@ def grow_network(source: TNPKR, config: TNPKRConfig, seed: int = 0) -> TNPKR:
         elif name.endswith("ffn.2.weight"):  # dim_model x dim_ffn: new units' outputs are 0
             target.zero_()
             target[:, :old_ffn].copy_(value)
+        elif name.endswith(("bias.fine_amplitude", "bias.fine_log_width")):  # H x G: append
+            target[:, : value.shape[1]].copy_(value)  # new amplitudes are 0 from __init__
         else:  # growth_description admits no other difference
             raise ConfigError(f"Unexpected shape change of {name} while growing the network.")
     for block in grown.blocks[source.config.num_blocks :]:

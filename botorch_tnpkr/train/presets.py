@@ -221,6 +221,22 @@ PRESETS: dict[str, TrainPreset] = {
         _DEEP_MODEL.replace(ard_bias=True, fine_basis=2),
         ((".bias.fine_", 100.0),),
     ),
+    # The shipped network (exact-fine step 3k) with 2 more fine functions per head (``nn.grow``
+    # 2 -> 4; ``--init-from botorch_tnpkr/checkpoints/tnpkr-exact.safetensors``), a branch
+    # beside exact-fine's remaining 3k steps: of the trained ones the 0.003 functions stayed
+    # near their width with small amplitudes, while the 0.03 ones widened to 0.03-0.09 and the
+    # last blocks' amplitudes grew to ~3, so the new ones start in between (0.014, 0.03).
+    # About exact-fine's remaining lr path: from its step-3k lr (3.2e-5) to the same floor
+    # (3e-6) in 3k steps, fine parameters at 100x.
+    "exact-fine4": _standardised_fine_tune(
+        "exact-fine4",
+        _DEEP_MODEL.replace(ard_bias=True, fine_basis=4),
+        total_steps=3_000,
+        lr=3.2e-5,
+        min_lr_ratio=3e-6 / 3.2e-5,
+        warmup_steps=20,
+        lr_scales=((".bias.fine_", 100.0),),
+    ),
     # dka-std grown (``--init-from runs/dka-std/best.safetensors``) as exact-std was into
     # exact-deep: 6 blocks, FFN 256. The linear-attention network serves histories above
     # 4,096 points, its evaluation gap (0.936) is nearly twice the exact network's, and its

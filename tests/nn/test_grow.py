@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from botorch_tnpkr.errors import ConfigError
+from botorch_tnpkr.nn import TNPKR
 from botorch_tnpkr.nn.grow import grow_network, growth_description
 from tests.nn.helpers import make_model, make_task
 
@@ -67,10 +68,30 @@ def test_fine_basis_growth_predicts_what_the_source_predicts_and_trains() -> Non
     grown = _grow_check_and_backprop(source, config)
     for block in grown.blocks:  # the zero amplitudes receive gradients (no dead weights)
         assert block.attention.bias.fine_amplitude.grad.abs().sum() > 0
-    with pytest.raises(ConfigError, match="fine_basis may only grow from 0"):
-        growth_description(config, config.replace(fine_basis=3))
     with pytest.raises(ConfigError, match="shrink fine_basis"):
         growth_description(config, source.config)
+
+
+def test_fine_basis_grows_again_keeping_the_trained_functions() -> None:
+    """2 -> 4 fine functions: the trained ones (random amplitudes and widths here) stay in
+    their slots, the new ones start at amplitude 0 with a fresh basis's widths, and train."""
+    source = make_model("softmax", ard_bias=True, fine_basis=2)
+    with torch.no_grad():
+        for block in source.blocks:
+            block.attention.bias.fine_log_width.add_(
+                torch.randn_like(block.attention.bias.fine_log_width)
+            )
+    config = source.config.replace(fine_basis=4)
+    assert growth_description(source.config, config) == "fine_basis 2 -> 4"
+    grown = _grow_check_and_backprop(source, config)
+    fresh = TNPKR(config).blocks[0].attention.bias.fine_log_width
+    for old, new in zip(source.blocks, grown.blocks, strict=True):
+        old, new = old.attention.bias, new.attention.bias
+        assert torch.equal(new.fine_amplitude[:, :2], old.fine_amplitude)
+        assert torch.equal(new.fine_log_width[:, :2], old.fine_log_width)
+        assert torch.equal(new.fine_amplitude[:, 2:], torch.zeros(config.num_heads, 2))
+        torch.testing.assert_close(new.fine_log_width[:, 2:], fresh[:, 2:].to(new.fine_log_width))
+        assert new.fine_amplitude.grad[:, 2:].abs().sum() > 0
 
 
 def test_new_capacity_trains() -> None:
@@ -165,3 +186,8 @@ def test_exact_fine_preset_grows_the_shipped_network() -> None:
     """``exact-fine`` adds fine kernel-bias functions to the shipped ARD network, predicting
     what it predicts until trained."""
     _assert_preset_grows_shipped("tnpkr-exact", "exact-ard", "exact-fine", "fine_basis 0 -> 2")
+
+
+def test_exact_fine4_preset_grows_the_shipped_network() -> None:
+    """``exact-fine4`` adds 2 fine functions per head to the shipped fine network."""
+    _assert_preset_grows_shipped("tnpkr-exact", "exact-fine", "exact-fine4", "fine_basis 2 -> 4")

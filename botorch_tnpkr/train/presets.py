@@ -221,8 +221,8 @@ PRESETS: dict[str, TrainPreset] = {
         _DEEP_MODEL.replace(ard_bias=True, fine_basis=2),
         ((".bias.fine_", 100.0),),
     ),
-    # The shipped network (exact-fine step 3k) with 2 more fine functions per head (``nn.grow``
-    # 2 -> 4; ``--init-from botorch_tnpkr/checkpoints/tnpkr-exact.safetensors``), a branch
+    # exact-fine step 3k (shipped in session 13; ``git show 8612b6e:botorch_tnpkr/checkpoints/
+    # tnpkr-exact.safetensors``) with 2 more fine functions per head (``nn.grow`` 2 -> 4), a branch
     # beside exact-fine's remaining 3k steps: of the trained ones the 0.003 functions stayed
     # near their width with small amplitudes, while the 0.03 ones widened to 0.03-0.09 and the
     # last blocks' amplitudes grew to ~3, so the new ones start in between (0.014, 0.03).

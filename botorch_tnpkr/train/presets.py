@@ -237,6 +237,21 @@ PRESETS: dict[str, TrainPreset] = {
         warmup_steps=20,
         lr_scales=((".bias.fine_", 100.0),),
     ),
+    # The shipped exact-fine network (step 4k; ``--init-from tnpkr-exact``) grown twice as
+    # wide (``nn.grow``: tokens 64 -> 128 as copies, 4 heads twice as wide, FFN 256 -> 512):
+    # validation sat at 0.397 through exact-fine's last 2k steps and each warm restart of the
+    # width-64 network (ARD, fine functions, more of them) bought 0.005 at most. The kernel
+    # bias dominates a CPU step, so the 4x parameters cost about 1.05x per step (measured
+    # side by side on the same batches; docs/training_history.md, session 15). exact-deeper's peak
+    # lr for a grown network, fine functions at 100x as in exact-fine.
+    "exact-wide": _standardised_fine_tune(
+        "exact-wide",
+        _DEEP_MODEL.replace(ard_bias=True, fine_basis=2, dim_model=128, dim_ffn=512),
+        total_steps=10_000,
+        lr=1e-4,
+        warmup_steps=300,
+        lr_scales=((".bias.fine_", 100.0),),
+    ),
     # dka-std grown (``--init-from runs/dka-std/best.safetensors``) as exact-std was into
     # exact-deep: 6 blocks, FFN 256. The linear-attention network serves histories above
     # 4,096 points, its evaluation gap (0.936) is nearly twice the exact network's, and its

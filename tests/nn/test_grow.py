@@ -94,6 +94,52 @@ def test_fine_basis_grows_again_keeping_the_trained_functions() -> None:
         assert new.fine_amplitude.grad[:, 2:].abs().sum() > 0
 
 
+@pytest.mark.parametrize(
+    ("changes", "description"),
+    [
+        ({"dim_model": 32}, "dim_model 16 -> 32"),  # 2 heads, each twice as wide
+        ({"dim_model": 48, "num_heads": 6}, "dim_model 16 -> 48, num_heads 2 -> 6"),  # new heads
+        ({"dim_model": 64, "num_heads": 4, "dim_ffn": 40, "num_blocks": 3}, None),  # both, more
+    ],
+)
+@pytest.mark.parametrize("attention", ["softmax", "scan"])
+def test_width_growth_predicts_what_the_source_predicts(
+    attention: str, changes: dict, description: str | None
+) -> None:
+    """Copied token channels, split heads or new heads: the same predictions, with ARD
+    distances and fine functions, and copies that separate once trained."""
+    source = make_model(attention, ard_bias=True, fine_basis=2)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    config = source.config.replace(**changes)
+    if description is not None:
+        assert growth_description(source.config, config) == description
+    grown = _grow_check_and_backprop(source, config)
+    d_old = source.config.dim_model
+    first = grown.blocks[0]
+    # Copies of a token channel are read through different weights, so they get different
+    # gradients where they are written, and training separates them.
+    w = first.ffn[2].weight.grad
+    assert not torch.allclose(w[:d_old], w[d_old : 2 * d_old])
+    # The readers' columns of the copies sum to the old weight (exact preservation).
+    read = first.ffn[0].weight[: source.config.dim_ffn]
+    copies = read.unflatten(1, (-1, d_old)).sum(1)
+    torch.testing.assert_close(copies, source.blocks[0].ffn[0].weight)
+    assert not torch.equal(read[:, :d_old], read[:, d_old : 2 * d_old])
+
+
+def test_width_growth_without_noise_keeps_exact_copies() -> None:
+    source = make_model("softmax")
+    grown = grow_network(source, source.config.replace(dim_model=32), noise=0.0)
+    read = grown.blocks[1].attention.q_proj.weight
+    assert torch.equal(read[:, :16], read[:, 16:])
+    # Each head's queries are copies of the old head's, divided by sqrt(2).
+    old_q = source.blocks[1].attention.q_proj.weight
+    torch.testing.assert_close(read[:8, :16] * 2 * 2**0.5, old_q[:8])
+    torch.testing.assert_close(read[8:16, :16], read[:8, :16])
+
+
 def test_new_capacity_trains() -> None:
     """Zeroed outputs must not make dead weights: after a few steps every new tensor moved."""
     source = make_model("softmax")
@@ -122,8 +168,16 @@ def test_growth_refuses_anything_but_growth() -> None:
     assert growth_description(config, config.replace(num_blocks=5)) == "num_blocks 2 -> 5"
     with pytest.raises(ConfigError, match="shrink num_blocks"):
         growth_description(config, config.replace(num_blocks=1))
-    with pytest.raises(ConfigError, match="dim_model"):
-        growth_description(config, config.replace(dim_model=32))
+    with pytest.raises(ConfigError, match="shrink dim_model"):
+        growth_description(config, config.replace(dim_model=8, num_heads=1))
+    with pytest.raises(ConfigError, match="integer factor"):
+        growth_description(config, config.replace(dim_model=24))
+    with pytest.raises(ConfigError, match="integer factor"):  # head width 8 -> 12
+        growth_description(config, config.replace(dim_model=48, num_heads=4))
+    with pytest.raises(ConfigError, match="exact backend"):
+        growth_description(
+            config.replace(attention="dka"), config.replace(attention="dka", dim_model=32)
+        )
     with pytest.raises(ConfigError, match="attention"):
         grow_network(make_model("softmax"), config.replace(attention="dka"))
 
@@ -191,3 +245,10 @@ def test_exact_fine_preset_grows_the_shipped_network() -> None:
 def test_exact_fine4_preset_grows_the_shipped_network() -> None:
     """``exact-fine4`` adds 2 fine functions per head to the shipped fine network."""
     _assert_preset_grows_shipped("tnpkr-exact", "exact-fine", "exact-fine4", "fine_basis 2 -> 4")
+
+
+def test_exact_wide_preset_grows_the_shipped_network() -> None:
+    """``exact-wide`` doubles the shipped fine network's width, predicting what it predicts."""
+    _assert_preset_grows_shipped(
+        "tnpkr-exact", "exact-fine", "exact-wide", "dim_model 64 -> 128, dim_ffn 256 -> 512"
+    )

@@ -193,7 +193,7 @@ def validate(model: TNPKR, batches: list[TaskBatch], device: torch.device) -> di
 def _load_initial_weights(model: TNPKR, checkpoint: str | os.PathLike, preset: TrainPreset) -> str:
     """Copy the weights of a pretrained network into ``model`` (fine-tuning).
 
-    A source with fewer blocks or a narrower FFN than the preset's network is grown into it
+    A source with fewer blocks or narrower layers than the preset's network is grown into it
     first (``nn.grow``: the new capacity starts as the identity). Returns a one-line
     description of the source (name, preset, step, training hours, growth) that the run
     stores in its state and exported files, so that model cards can say what a fine-tuned

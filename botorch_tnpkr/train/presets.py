@@ -252,6 +252,19 @@ PRESETS: dict[str, TrainPreset] = {
         warmup_steps=300,
         lr_scales=((".bias.fine_", 100.0),),
     ),
+    # exact-wide at a third of its peak lr, a branch from the same source beside it (same
+    # seed, so the same batches step for step). At 1e-4 exact-wide's validation rose from the
+    # source's 0.3972 to 0.4123 after 1k steps: Adam moves every weight by about the lr,
+    # whatever its size, and the split weights are half as large as the source's, so the
+    # same lr is twice as large a relative step on them (and on 4x as many parameters).
+    "exact-wide-lo": _standardised_fine_tune(
+        "exact-wide-lo",
+        _DEEP_MODEL.replace(ard_bias=True, fine_basis=2, dim_model=128, dim_ffn=512),
+        total_steps=10_000,
+        lr=3e-5,
+        warmup_steps=300,
+        lr_scales=((".bias.fine_", 100.0),),
+    ),
     # dka-std grown (``--init-from runs/dka-std/best.safetensors``) as exact-std was into
     # exact-deep: 6 blocks, FFN 256. The linear-attention network serves histories above
     # 4,096 points, its evaluation gap (0.936) is nearly twice the exact network's, and its

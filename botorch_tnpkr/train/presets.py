@@ -139,6 +139,19 @@ def _ard_restart(
     )
 
 
+def _wide_restart(name: str, lr: float) -> TrainPreset:
+    """The exact-fine network grown twice as wide (``--init-from tnpkr-exact``): tokens
+    64 -> 128, FFN 256 -> 512; a 10k-step cosine from peak ``lr``, fine functions at 100x."""
+    return _standardised_fine_tune(
+        name,
+        _DEEP_MODEL.replace(ard_bias=True, fine_basis=2, dim_model=128, dim_ffn=512),
+        total_steps=10_000,
+        lr=lr,
+        warmup_steps=300,
+        lr_scales=((".bias.fine_", 100.0),),
+    )
+
+
 PRESETS: dict[str, TrainPreset] = {
     "tiny": TrainPreset(
         name="tiny",
@@ -242,29 +255,15 @@ PRESETS: dict[str, TrainPreset] = {
     # validation sat at 0.397 through exact-fine's last 2k steps and each warm restart of the
     # width-64 network (ARD, fine functions, more of them) bought 0.005 at most. The kernel
     # bias dominates a CPU step, so the 4x parameters cost about 1.05x per step (measured
-    # side by side on the same batches; docs/training_history.md, session 15). exact-deeper's peak
-    # lr for a grown network, fine functions at 100x as in exact-fine.
-    "exact-wide": _standardised_fine_tune(
-        "exact-wide",
-        _DEEP_MODEL.replace(ard_bias=True, fine_basis=2, dim_model=128, dim_ffn=512),
-        total_steps=10_000,
-        lr=1e-4,
-        warmup_steps=300,
-        lr_scales=((".bias.fine_", 100.0),),
-    ),
+    # side by side on the same batches; docs/training_history.md, session 15). exact-deeper's
+    # peak lr for a grown network, fine functions at 100x as in exact-fine.
+    "exact-wide": _wide_restart("exact-wide", lr=1e-4),
     # exact-wide at a third of its peak lr, a branch from the same source beside it (same
     # seed, so the same batches step for step). At 1e-4 exact-wide's validation rose from the
     # source's 0.3972 to 0.4123 after 1k steps: Adam moves every weight by about the lr,
     # whatever its size, and the split weights are half as large as the source's, so the
     # same lr is twice as large a relative step on them (and on 4x as many parameters).
-    "exact-wide-lo": _standardised_fine_tune(
-        "exact-wide-lo",
-        _DEEP_MODEL.replace(ard_bias=True, fine_basis=2, dim_model=128, dim_ffn=512),
-        total_steps=10_000,
-        lr=3e-5,
-        warmup_steps=300,
-        lr_scales=((".bias.fine_", 100.0),),
-    ),
+    "exact-wide-lo": _wide_restart("exact-wide-lo", lr=3e-5),
     # dka-std grown (``--init-from runs/dka-std/best.safetensors``) as exact-std was into
     # exact-deep: 6 blocks, FFN 256. The linear-attention network serves histories above
     # 4,096 points, its evaluation gap (0.936) is nearly twice the exact network's, and its

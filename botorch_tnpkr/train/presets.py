@@ -140,8 +140,9 @@ def _ard_restart(
 
 
 def _wide_restart(name: str, lr: float) -> TrainPreset:
-    """The exact-fine network grown twice as wide (``--init-from tnpkr-exact``): tokens
-    64 -> 128, FFN 256 -> 512; a 10k-step cosine from peak ``lr``, fine functions at 100x."""
+    """The exact-fine network grown twice as wide (``--init-from`` exact-fine step 4k, the
+    ``tnpkr-exact`` of commit 9e58c3d): tokens 64 -> 128, FFN 256 -> 512; a 10k-step cosine
+    from peak ``lr``, fine functions at 100x."""
     return _standardised_fine_tune(
         name,
         _DEEP_MODEL.replace(ard_bias=True, fine_basis=2, dim_model=128, dim_ffn=512),
@@ -250,7 +251,7 @@ PRESETS: dict[str, TrainPreset] = {
         warmup_steps=20,
         lr_scales=((".bias.fine_", 100.0),),
     ),
-    # The shipped exact-fine network (step 4k; ``--init-from tnpkr-exact``) grown twice as
+    # The exact-fine network (step 4k, shipped in sessions 14-15) grown twice as
     # wide (``nn.grow``: tokens 64 -> 128 as copies, 4 heads twice as wide, FFN 256 -> 512):
     # validation sat at 0.397 through exact-fine's last 2k steps and each warm restart of the
     # width-64 network (ARD, fine functions, more of them) bought 0.005 at most. The kernel

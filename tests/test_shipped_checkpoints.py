@@ -28,6 +28,8 @@ def test_shipped_checkpoint_loads_and_predicts(name: str) -> None:
     assert "## Training" in card and "## Evaluation against the oracle GP" in card
     network = load_checkpoint(name)  # verifies the sha256 first
     assert network.config.attention == info["attention"]
+    # The description names the architecture the file holds (it once lagged a growth).
+    assert info["description"].startswith(network.config.describe())
     gen = torch.Generator().manual_seed(0)
     xc = torch.rand(2, 30, 3, generator=gen)
     yc = torch.sin(6 * xc.sum(-1))

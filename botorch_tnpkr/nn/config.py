@@ -117,6 +117,32 @@ class TNPKRConfig:
                 f"TNPKRConfig.trained_context must be an integer >= 2 or None, got {trained!r}."
             )
 
+    def describe(self) -> str:
+        """One line naming the architecture, e.g. for a registry entry.
+
+        Example: ``"Exact (softmax/scan) attention, 6 KRBlocks, width 128, FFN 512, ARD
+        kernel bias, 2 fine bias functions"``.
+        """
+        kind = {
+            "softmax": "Exact (softmax/scan)",
+            "scan": "Exact (softmax/scan)",
+            "dka": "Deep kernel (linear)",
+            "performer": "Performer (linear)",
+        }[self.attention]
+        parts = [
+            f"{kind} attention",
+            f"{self.num_blocks} KRBlock{'s' if self.num_blocks > 1 else ''}",
+            f"width {self.dim_model}",
+            f"FFN {self.dim_ffn}",
+        ]
+        if self.ard_bias:
+            parts.append("ARD kernel bias")
+        if self.fine_basis:
+            parts.append(
+                f"{self.fine_basis} fine bias function{'s' if self.fine_basis > 1 else ''}"
+            )
+        return ", ".join(parts)
+
     @property
     def dim_head(self) -> int:
         return self.dim_model // self.num_heads

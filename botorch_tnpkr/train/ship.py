@@ -126,12 +126,25 @@ def _degradation_refusal(extrapolation: dict[str, Any] | None, limit: float | No
     return None
 
 
+def _previous_role(entry: dict[str, Any]) -> str:
+    """The role of a registry entry; for one written before roles, the part of its
+    description after the architecture (``"<architecture>; <role>"``)."""
+    if "role" in entry:
+        return str(entry["role"])
+    return str(entry.get("description", "")).partition("; ")[2]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tnpkr-ship", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--name", required=True)
     parser.add_argument("--file", default="best.safetensors", help="file in --run-dir to ship")
-    parser.add_argument("--description", default="")
+    parser.add_argument(
+        "--role",
+        help="what the checkpoint is for, e.g. 'the default for histories up to 4,096 points' "
+        "(default: the shipped entry's); the registry description is the architecture, read "
+        "from the network's config, followed by this",
+    )
     parser.add_argument("--force", action="store_true", help="ship even if not better")
     parser.add_argument(
         "--max-degradation",
@@ -196,11 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     card = _card(args.name, meta, report, out.with_suffix(".md").read_text(), cmd)
     (args.dest / f"{args.name}.md").write_text(card)
+    role = args.role if args.role is not None else _previous_role(registry.get(args.name, {}))
     registry[args.name] = {
         "file": target.name,
         "sha256": file_sha256(target),
         "attention": meta["config"].attention,
-        "description": args.description or registry.get(args.name, {}).get("description", ""),
+        "description": meta["config"].describe() + (f"; {role}" if role else ""),
+        "role": role,
         "mean_gap": new,
         "summary": report["summary"],
         "extrapolation": report.get("extrapolation"),

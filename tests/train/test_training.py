@@ -208,7 +208,14 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     assert "mean gap to the oracle" in card and "tiny" in card
     net = load_checkpoint(dest / "t.safetensors", sha256=registry["t"]["sha256"])
     assert net.config == get_preset("tiny").network_config
+    assert registry["t"]["description"] == get_preset("tiny").network_config.describe()
     assert ship(args) == 1  # the same network is not better than itself
+    # A forced reship carries the entry's role forward; the architecture is read anew.
+    assert ship([*args, "--force", "--role", "for tests"]) == 0
+    assert ship([*args, "--force"]) == 0
+    entry = json.loads((dest / "registry.json").read_text())["t"]
+    assert entry["role"] == "for tests"
+    assert entry["description"] == get_preset("tiny").network_config.describe() + "; for tests"
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(dest / "t.safetensors", sha256="0" * 64)
 

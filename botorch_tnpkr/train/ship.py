@@ -126,14 +126,6 @@ def _degradation_refusal(extrapolation: dict[str, Any] | None, limit: float | No
     return None
 
 
-def _previous_role(entry: dict[str, Any]) -> str:
-    """The role of a registry entry; for one written before roles, the part of its
-    description after the architecture (``"<architecture>; <role>"``)."""
-    if "role" in entry:
-        return str(entry["role"])
-    return str(entry.get("description", "")).partition("; ")[2]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tnpkr-ship", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, type=Path)
@@ -209,13 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     card = _card(args.name, meta, report, out.with_suffix(".md").read_text(), cmd)
     (args.dest / f"{args.name}.md").write_text(card)
-    role = args.role if args.role is not None else _previous_role(registry.get(args.name, {}))
+    # A description is "<architecture>; <role>": the architecture is read from the network,
+    # the role carried forward from the shipped entry unless --role replaces it.
+    previous = str(registry.get(args.name, {}).get("description", ""))
+    role = args.role if args.role is not None else previous.partition("; ")[2]
     registry[args.name] = {
         "file": target.name,
         "sha256": file_sha256(target),
         "attention": meta["config"].attention,
         "description": meta["config"].describe() + (f"; {role}" if role else ""),
-        "role": role,
         "mean_gap": new,
         "summary": report["summary"],
         "extrapolation": report.get("extrapolation"),

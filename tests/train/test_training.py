@@ -214,7 +214,7 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     assert ship([*args, "--force", "--role", "for tests"]) == 0
     assert ship([*args, "--force"]) == 0
     entry = json.loads((dest / "registry.json").read_text())["t"]
-    assert entry["role"] == "for tests"
+    assert entry["description"].partition("; ")[2] == "for tests"
     assert entry["description"] == get_preset("tiny").network_config.describe() + "; for tests"
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(dest / "t.safetensors", sha256="0" * 64)

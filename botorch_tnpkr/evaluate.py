@@ -6,6 +6,9 @@ log-likelihood per noisy target point of the network, of the exact GP with the t
 hyperparameters (the oracle) and of BoTorch's SingleTaskGP fitted by marginal likelihood, plus
 the coverage of the network's central 50% and 90% intervals. It also checks that the network
 does not collapse beyond its training context size (gap at 4x the largest trained context).
+The network predicts as ``TNPKRModel`` uses it by default: on standardised contexts, with its
+variances calibrated on each context (``nn.calibration``); ``--no-calibration`` scores the
+network's variances as they are.
 
 Kernels registered with ``botorch_tnpkr.priors.register_kernel`` are evaluated like built-in
 ones (``evaluate_cell(model, "periodic", ...)``, or ``main(["--kernels", "periodic", ...])``
@@ -33,7 +36,7 @@ from torch import Tensor
 
 from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 from botorch_tnpkr.errors import TNPKRError
-from botorch_tnpkr.nn import TNPKR, read_metadata
+from botorch_tnpkr.nn import TNPKR, Calibration, read_metadata
 from botorch_tnpkr.priors import (
     KERNELS,
     PriorConfig,
@@ -43,6 +46,9 @@ from botorch_tnpkr.priors import (
 )
 from botorch_tnpkr.priors.sampler import TaskBatch
 from botorch_tnpkr.priors.standardize import standardize_context
+
+# What ``TNPKRModel(calibrate=True)`` (its default) uses.
+DEFAULT_CALIBRATION = Calibration()
 
 EVAL_SEED = 7_777
 # z-values of central 50% and 90% intervals.
@@ -87,7 +93,10 @@ class CellResult:
 
 
 def network_predictive(
-    model: TNPKR, batch: TaskBatch, known_noise: bool = False
+    model: TNPKR,
+    batch: TaskBatch,
+    known_noise: bool = False,
+    calibration: Calibration | None = DEFAULT_CALIBRATION,
 ) -> tuple[Tensor, Tensor]:
     """Predictive mean and variance of the noisy targets, as ``TNPKRModel`` computes them.
 
@@ -99,6 +108,8 @@ def network_predictive(
         batch: The tasks.
         known_noise: Give the network each task's true noise variance, as ``TNPKRModel``
             does with ``train_Yvar``; by default it infers the noise from the context.
+        calibration: Variance calibration on each context (``TNPKR.encode``), by default
+            ``TNPKRModel``'s; None for the network's variances as they are.
 
     Returns:
         `B x nT` mean and `B x nT` variance (latent plus noise).
@@ -108,7 +119,9 @@ def network_predictive(
     if known_noise:
         yvar = (batch.noise / scale**2).expand_as(yc)
     with torch.no_grad():
-        pred = model(batch.xc, yc, batch.xt, yvar=yvar)
+        pred = model.predict(
+            model.encode(batch.xc, yc, yvar=yvar, calibration=calibration), batch.xt
+        )
     return pred.mean * scale + loc, pred.yvar * scale**2
 
 
@@ -117,9 +130,11 @@ def oracle_logpdf(batch: TaskBatch) -> Tensor:
     return gaussian_logpdf(batch.yt, batch.oracle_mean, batch.oracle_var + batch.noise)
 
 
-def _network_scores(model: TNPKR, batch: TaskBatch) -> tuple[float, float, float]:
+def _network_scores(
+    model: TNPKR, batch: TaskBatch, calibration: Calibration | None
+) -> tuple[float, float, float]:
     """Log-likelihood and coverage of the network used as ``TNPKRModel`` uses it."""
-    mean, var = network_predictive(model, batch)
+    mean, var = network_predictive(model, batch, calibration=calibration)
     ll = gaussian_logpdf(batch.yt, mean, var).mean()
     err = (batch.yt - mean).abs()
     std = var.sqrt()
@@ -198,6 +213,7 @@ def evaluate_cell(
     with_gp: bool,
     seed: int,
     prior: PriorConfig | None = None,
+    calibration: Calibration | None = DEFAULT_CALIBRATION,
 ) -> CellResult:
     """Score one (kernel, d, n) cell on ``tasks`` fresh tasks.
 
@@ -213,6 +229,7 @@ def evaluate_cell(
         prior: The task distribution; default ``evaluation_prior(model.config.max_dim,
             kernel)`` (broader than the training prior). When given, only its kernels are
             replaced by ``kernel``.
+        calibration: The network's variance calibration (``network_predictive``).
     """
     start = time.monotonic()
     if prior is None:
@@ -220,7 +237,7 @@ def evaluate_cell(
     else:
         prior = dataclasses.replace(prior, kernels=(kernel,), kernel_weights=(1.0,))
     batch = cell_tasks(prior, kernel, dim, n, tasks, targets, seed)
-    model_ll, c50, c90 = _network_scores(model, batch)
+    model_ll, c50, c90 = _network_scores(model, batch, calibration)
     oracle_ll = float(oracle_logpdf(batch).mean())
     gp_ll = _gp_loglik(batch) if with_gp else None
     return CellResult(
@@ -348,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", type=int, default=64, help="target points per task")
     parser.add_argument("--no-gp", action="store_true", help="skip the fitted SingleTaskGP")
     parser.add_argument("--no-extrapolation", action="store_true")
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="score the network's variances as they are (TNPKRModel(calibrate=False))",
+    )
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path, help="write <out>.json and <out>.md")
@@ -387,12 +409,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     fit_gp = not args.no_gp and gp_scores is None
+    calibration = None if args.no_calibration else DEFAULT_CALIBRATION
     cells = []
     for kernel in kernels:
         for dim in dims:
             for n in sizes:
                 cell = evaluate_cell(
-                    model, kernel, dim, n, args.tasks, args.targets, fit_gp, args.seed
+                    model,
+                    kernel,
+                    dim,
+                    n,
+                    args.tasks,
+                    args.targets,
+                    fit_gp,
+                    args.seed,
+                    calibration=calibration,
                 )
                 if gp_scores is not None:
                     try:
@@ -409,7 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "summary": summarise(cells),
-        "evaluate_args": {"tasks": args.tasks, "targets": args.targets, "seed": args.seed},
+        "evaluate_args": {
+            "tasks": args.tasks,
+            "targets": args.targets,
+            "seed": args.seed,
+            "calibration": calibration is not None,
+        },
         "cells": [dict(c.__dict__, gap=c.gap, gp_gap=c.gp_gap) for c in cells],
     }
     if gp_scores is not None:
@@ -420,7 +456,15 @@ def main(argv: list[str] | None = None) -> int:
         for n in (trained, 4 * trained):
             extra = [
                 evaluate_cell(
-                    model, k, d, n, max(4, args.tasks // 2), args.targets, False, args.seed
+                    model,
+                    k,
+                    d,
+                    n,
+                    max(4, args.tasks // 2),
+                    args.targets,
+                    False,
+                    args.seed,
+                    calibration=calibration,
                 )
                 for k in kernels
                 for d in dims

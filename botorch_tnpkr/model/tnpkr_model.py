@@ -89,6 +89,7 @@ from botorch_tnpkr.model.network import (
 from botorch_tnpkr.model.scaling import context_spread, rescale_cache
 from botorch_tnpkr.model.validation import (
     broadcast_batch,
+    check_calibration,
     check_finite,
     check_output_indices,
     check_test_inputs,
@@ -96,7 +97,7 @@ from botorch_tnpkr.model.validation import (
     clamp_far,
     network_errors,
 )
-from botorch_tnpkr.nn import TNPKR, ContextCache
+from botorch_tnpkr.nn import TNPKR, Calibration, ContextCache
 
 # Keys Ax passes to ``construct_inputs`` that describe the search space. One-hot encoded
 # categorical inputs are ordinary inputs to the network; fidelity and task features have no
@@ -140,6 +141,7 @@ class TNPKRModel(Model, FantasizeMixin):
         scan_above: int | None = DEFAULT_SCAN_ABOVE,
         encode_dtype: torch.dtype | None = torch.float32,
         joint: str | None = None,
+        calibrate: bool | Calibration = True,
     ) -> None:
         r"""
         Args:
@@ -169,6 +171,12 @@ class TNPKRModel(Model, FantasizeMixin):
             joint: ``None`` (default): the points of a q-batch are independent given the
                 history. ``"autoregressive"``: posteriors over ``q >= 2`` points are joint,
                 sampled point after point (``TNPKRJointPosterior``, see ``model/joint.py``).
+            calibrate: Rescale the predicted variances by a factor measured on the history
+                itself: each of 4 folds is predicted from the others and the factor is the
+                mean squared standardised error (``nn.calibration``; histories of 64 points
+                or more, at most 512 of them used; a few extra encodings, once per model).
+                ``True`` (default) uses ``Calibration()``, a ``Calibration`` its settings,
+                ``False`` predicts the network's variances as they are.
 
         Raises:
             BotorchTensorDimensionError: Inconsistent shapes.
@@ -179,6 +187,7 @@ class TNPKRModel(Model, FantasizeMixin):
         """
         check_training_data(train_X, train_Y, train_Yvar)
         joint = check_joint(joint)
+        calibration = check_calibration(calibrate)
         super().__init__()
         network, source = prepare_network(
             checkpoint,
@@ -216,6 +225,7 @@ class TNPKRModel(Model, FantasizeMixin):
             outcome_transform=outcome_transform,
             encode_dtype=encode_dtype,
             joint=joint,
+            calibration=calibration,
         )
 
     def _setup(
@@ -229,10 +239,12 @@ class TNPKRModel(Model, FantasizeMixin):
         outcome_transform: OutcomeTransform | None,
         encode_dtype: torch.dtype | None,
         joint: str | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         """Register modules and the history, then encode it (shared by derived models)."""
         self._encode_dtype = encode_dtype
         self._joint = joint
+        self._calibration = calibration
         self._cache = None
         self._memo = None  # predictions of repeated test points, see ``dedupe``
         self._mean_noise = None
@@ -312,7 +324,8 @@ class TNPKRModel(Model, FantasizeMixin):
             xc, yc = xc.to(self._encode_dtype), yc.to(self._encode_dtype)
             yvar = None if yvar is None else yvar.to(self._encode_dtype)
         with network_errors():
-            self._cache = rescale_cache(encoder.encode(xc, yc, yvar=yvar).to(dtype), spread)
+            cache = encoder.encode(xc, yc, yvar=yvar, calibration=self._calibration)
+            self._cache = rescale_cache(cache.to(dtype), spread)
         self._mean_noise = None if Yvar_tf is None else Yvar_tf.mean(dim=-2, keepdim=True)
         return self._cache
 
@@ -521,6 +534,7 @@ class TNPKRModel(Model, FantasizeMixin):
             outcome_transform=outcome_transform,
             encode_dtype=self._encode_dtype,
             joint=self._joint,
+            calibration=self._calibration,
         )
         return new
 

@@ -19,6 +19,7 @@ from botorch.exceptions.errors import (
 from torch import Tensor
 
 from botorch_tnpkr.errors import DimensionError, InputShapeError, NonFiniteInputError
+from botorch_tnpkr.nn import Calibration
 
 
 @contextmanager
@@ -166,3 +167,15 @@ def broadcast_batch(name: str, *shapes: torch.Size) -> torch.Size:
             )
         out.append(wide.pop() if wide else 1)
     return torch.Size(out)
+
+
+def check_calibration(calibrate: object) -> Calibration | None:
+    """The ``Calibration`` that ``TNPKRModel(calibrate=...)`` asks for, or None (off)."""
+    if isinstance(calibrate, Calibration):
+        return calibrate
+    if isinstance(calibrate, bool):
+        return Calibration() if calibrate else None
+    raise UnsupportedError(
+        "calibrate must be True (the default calibration), False (none) or a "
+        f"botorch_tnpkr.nn.Calibration, got {calibrate!r}."
+    )

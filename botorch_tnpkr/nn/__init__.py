@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from botorch_tnpkr.nn.calibration import Calibration, variance_scale
 from botorch_tnpkr.nn.config import ATTENTION_BACKENDS, TNPKRConfig
 from botorch_tnpkr.nn.io import load_network, read_metadata, save_network
 from botorch_tnpkr.nn.model import TNPKR, ContextCache, Prediction
@@ -9,10 +10,12 @@ from botorch_tnpkr.nn.model import TNPKR, ContextCache, Prediction
 __all__ = [
     "ATTENTION_BACKENDS",
     "TNPKR",
+    "Calibration",
     "ContextCache",
     "Prediction",
     "TNPKRConfig",
     "load_network",
     "read_metadata",
     "save_network",
+    "variance_scale",
 ]

@@ -171,8 +171,7 @@ def predict_paths(network: TNPKR, cache: ContextCache | PathCache, xt: Tensor) -
         memory: Any = paths.context.memories[index]
         t = t + read_paths(block.attention, block.norm_attn(t), x_bias, memory, paths.added[index])
         t = t + block.ffn(block.norm_ffn(t))
-    shape = (b, 1, 1, 1)
-    return network.readout(t, paths.context.y_loc.view(shape), paths.context.y_scale.view(shape))
+    return _readout(network, paths.context, t)
 
 
 def sample_autoregressive(
@@ -327,11 +326,15 @@ def _extend_and_predict(
         both = both + read_paths(block.attention, normed, x_both, memory, added[index])
         both = both + block.ffn(block.norm_ffn(both))
     x_all = torch.cat([paths.x.expand(b, groups, -1, -1), x_new.expand(b, groups, -1, -1)], -2)
-    shape = (b, 1, 1, 1)
-    prediction = network.readout(
-        both[..., 1:, :], paths.context.y_loc.view(shape), paths.context.y_scale.view(shape)
-    )
+    prediction = _readout(network, paths.context, both[..., 1:, :])
     return PathCache(context=paths.context, x=x_all, added=added), prediction
+
+
+def _readout(network: TNPKR, context: ContextCache, t: Tensor) -> Prediction:
+    """``network.readout`` of `B x G x S x m x D` path tokens with the context's scales."""
+    shape = (context.batch_size, 1, 1, 1)
+    var_scale = None if context.var_scale is None else context.var_scale.view(shape)
+    return network.readout(t, context.y_loc.view(shape), context.y_scale.view(shape), var_scale)
 
 
 def _shared_prefix(xt: Tensor, base_samples: Tensor) -> int:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from botorch_tnpkr.errors import DimensionError, InputShapeError, NonFiniteInputError
 from botorch_tnpkr.nn.attention import ExactAttention
 from botorch_tnpkr.nn.block import KRBlock
+from botorch_tnpkr.nn.calibration import Calibration, variance_scale
 from botorch_tnpkr.nn.config import EXACT_BACKENDS, TNPKRConfig
 
 # Token features besides the padded inputs and the dimension mask: y, observed, log yvar, known.
@@ -69,6 +70,8 @@ class ContextCache:
         y_loc: `B` mean used to standardise ``yc``.
         y_scale: `B` standard deviation used to standardise ``yc``.
         num_context: Number of context points per task (`B`, valid points only).
+        var_scale: Optional `B` factors of the predicted variances (latent and noise) from
+            ``variance_scale`` (``encode(..., calibration=...)``); None is 1.
     """
 
     memories: list[Any]
@@ -76,6 +79,7 @@ class ContextCache:
     y_loc: Tensor
     y_scale: Tensor
     num_context: Tensor
+    var_scale: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -100,6 +104,7 @@ class ContextCache:
             y_loc=cast(self.y_loc),
             y_scale=cast(self.y_scale),
             num_context=cast(self.num_context),
+            var_scale=cast(self.var_scale),
         )
 
 
@@ -153,6 +158,7 @@ class TNPKR(nn.Module):
         yc: Tensor,
         yvar: Tensor | None = None,
         mask: Tensor | None = None,
+        calibration: Calibration | None = None,
     ) -> ContextCache:
         """Encode a context once, for any number of later ``predict`` calls.
 
@@ -162,6 +168,9 @@ class TNPKR(nn.Module):
             yvar: Optional `B x nC` known observation-noise variances (>= 0).
             mask: Optional `B x nC` bool, True for valid points; invalid points change nothing,
                 so contexts of different sizes share one padded batch.
+            calibration: Also calibrate the predicted variances on this context
+                (``nn.calibration.variance_scale``, a constant without gradient); None
+                predicts the network's variances as they are.
 
         Returns:
             The context cache.
@@ -170,6 +179,9 @@ class TNPKR(nn.Module):
         b, n, d = xc.shape
         if mask is None:
             mask = torch.ones(b, n, dtype=torch.bool, device=xc.device)
+        var_scale = None
+        if calibration is not None:
+            var_scale = variance_scale(self, xc, yc, yvar, mask, calibration)
         keep = mask.to(xc.dtype)
         xc = torch.where(mask.unsqueeze(-1), xc, torch.zeros_like(xc))
         yc = torch.where(mask, yc, torch.zeros_like(yc))
@@ -189,7 +201,14 @@ class TNPKR(nn.Module):
         for block in self.blocks:
             c, memory = block.context_step(c, x_bias, mask)
             memories.append(memory)
-        return ContextCache(memories=memories, dim=d, y_loc=loc, y_scale=scale, num_context=count)
+        return ContextCache(
+            memories=memories,
+            dim=d,
+            y_loc=loc,
+            y_scale=scale,
+            num_context=count,
+            var_scale=var_scale,
+        )
 
     def predict(self, cache: ContextCache, xt: Tensor) -> Prediction:
         """Predict at test inputs from an encoded context.
@@ -207,14 +226,19 @@ class TNPKR(nn.Module):
         t = self.embed(torch.cat([x_pad, xt.new_zeros(b, n, _EXTRA_FEATURES)], dim=-1))
         for block, memory in zip(self.blocks, cache.memories, strict=True):
             t = block.test_step(t, x_bias, memory)
-        return self.readout(t, cache.y_loc.unsqueeze(-1), cache.y_scale.unsqueeze(-1))
+        var_scale = None if cache.var_scale is None else cache.var_scale.unsqueeze(-1)
+        return self.readout(t, cache.y_loc.unsqueeze(-1), cache.y_scale.unsqueeze(-1), var_scale)
 
-    def readout(self, t: Tensor, loc: Tensor, scale: Tensor) -> Prediction:
+    def readout(
+        self, t: Tensor, loc: Tensor, scale: Tensor, var_scale: Tensor | None = None
+    ) -> Prediction:
         """The Gaussian head on final test tokens, mapped back to the units of ``yc``.
 
         Args:
             t: `... x nT x D` test tokens after the last block.
             loc, scale: The context's ``y_loc`` and ``y_scale``, broadcastable to `... x nT`.
+            var_scale: Optional factor of both variances (the cache's ``var_scale``),
+                broadcastable to `... x nT`.
 
         Returns:
             The `... x nT` prediction.
@@ -223,11 +247,10 @@ class TNPKR(nn.Module):
         min_std = self.config.min_std
         f_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 1])
         noise_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 2])
-        return Prediction(
-            mean=loc + scale * raw[..., 0],
-            fvar=(scale * f_std) ** 2,
-            noise_var=(scale * noise_std) ** 2,
-        )
+        fvar, noise_var = (scale * f_std) ** 2, (scale * noise_std) ** 2
+        if var_scale is not None:
+            fvar, noise_var = fvar * var_scale, noise_var * var_scale
+        return Prediction(mean=loc + scale * raw[..., 0], fvar=fvar, noise_var=noise_var)
 
     def with_trained_context(self, trained_context: int | None) -> TNPKR:
         """A copy with another ``config.trained_context`` (None turns log-n scaling off).

@@ -82,6 +82,12 @@ def _card(name: str, meta: dict[str, Any], report: dict[str, Any], table: str, c
             else ""
         ),
         "",
+        "- predictions as `TNPKRModel` makes them: standardised contexts, variances "
+        + (
+            "calibrated on each context (`calibrate=True`, the default; `nn.calibration`)"
+            if report.get("evaluate_args", {}).get("calibration")
+            else "as the network predicts them (`calibrate=False`)"
+        ),
         f"- mean gap to the oracle: **{s['mean_gap']:.3f}** nats per target point "
         f"(SingleTaskGP: {s.get('gp_mean_gap', float('nan')):.3f})",
         f"- cells at least as good as SingleTaskGP: {s.get('share_at_least_gp', float('nan')):.0%}",
@@ -186,7 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     registry = json.loads(registry_file.read_text()) if registry_file.is_file() else {}
     old = registry.get(args.name, {}).get("mean_gap")
     new = report["summary"]["mean_gap"]
-    if old is not None and new >= old and not args.force:
+    calibrated = bool(report["evaluate_args"].get("calibration", False))
+    if old is not None and registry[args.name].get("calibrated", False) != calibrated:
+        if not args.force:
+            print(
+                f"not shipped: the shipped {args.name}'s mean gap was measured "
+                f"{'without' if calibrated else 'with'} variance calibration, this one "
+                f"{'with' if calibrated else 'without'}; re-ship the shipped file with --force "
+                "to measure it as the evaluation now does"
+            )
+            return 1
+    elif old is not None and new >= old and not args.force:
         print(f"not shipped: mean gap {new:.4f} is not better than the shipped {old:.4f}")
         return 1
     refusal = _degradation_refusal(report.get("extrapolation"), args.max_degradation)
@@ -211,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "attention": meta["config"].attention,
         "description": meta["config"].describe() + (f"; {role}" if role else ""),
         "mean_gap": new,
+        "calibrated": calibrated,
         "summary": report["summary"],
         "extrapolation": report.get("extrapolation"),
         "step": meta["extra"].get("step"),

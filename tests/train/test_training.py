@@ -209,7 +209,14 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     net = load_checkpoint(dest / "t.safetensors", sha256=registry["t"]["sha256"])
     assert net.config == get_preset("tiny").network_config
     assert registry["t"]["description"] == get_preset("tiny").network_config.describe()
+    assert registry["t"]["calibrated"] is True and "calibrated on each context" in card
     assert ship(args) == 1  # the same network is not better than itself
+    # An entry measured before variance calibration is not compared with a calibrated score.
+    older = dict(registry["t"], mean_gap=1e9)
+    del older["calibrated"]
+    (dest / "registry.json").write_text(json.dumps({"t": older}))
+    assert ship(args) == 1
+    assert json.loads((dest / "registry.json").read_text())["t"]["mean_gap"] == 1e9
     # A forced reship carries the entry's role forward; the architecture is read anew.
     assert ship([*args, "--force", "--role", "for tests"]) == 0
     assert ship([*args, "--force"]) == 0
@@ -218,6 +225,27 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     assert entry["description"] == get_preset("tiny").network_config.describe() + "; for tests"
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(dest / "t.safetensors", sha256="0" * 64)
+
+
+def test_evaluate_scores_calibrated_variances_unless_told(tmp_path: Path) -> None:
+    from botorch_tnpkr.evaluate import main
+
+    train(get_preset("tiny"), _opts(tmp_path / "run", stop_after=2))
+    base = ["--checkpoint", str(tmp_path / "run" / "latest.safetensors"), "--kernels", "rbf"]
+    base += ["--dims", "2", "--sizes", "8,80", "--tasks", "2", "--targets", "8", "--no-gp"]
+    base += ["--no-extrapolation"]
+    reports = {}
+    for flag in ([], ["--no-calibration"]):
+        out = tmp_path / f"report{len(flag)}"
+        assert main([*base, *flag, "--out", str(out)]) == 0
+        reports[bool(flag)] = json.loads(out.with_suffix(".json").read_text())
+    assert reports[False]["evaluate_args"]["calibration"] is True
+    assert reports[True]["evaluate_args"]["calibration"] is False
+    small, large = (
+        [r["cells"][i]["model_ll"] for r in (reports[False], reports[True])] for i in (0, 1)
+    )
+    assert small[0] == small[1]  # 8 points: below the calibration's min_context
+    assert large[0] != large[1]
 
 
 def test_degradation_refusal_reasons() -> None:

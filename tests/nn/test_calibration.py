@@ -1,0 +1,143 @@
+"""Cross-validated variance calibration (``nn.calibration``) of an encoded context."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from botorch_tnpkr.errors import ConfigError
+from botorch_tnpkr.nn import Calibration, variance_scale
+from botorch_tnpkr.nn.calibration import held_out_errors
+from botorch_tnpkr.nn.causal import predict_paths
+from tests.nn.helpers import make_model, make_task
+
+SMALL_CAL = Calibration(folds=3, min_context=12, max_points=30)
+
+
+def explicit_scale(model, xc, yc, cal: Calibration) -> torch.Tensor:
+    """The factor by hand, one task at a time, each fold encoded without masks."""
+    gen = torch.Generator().manual_seed(cal.seed)
+    keys = torch.rand(xc.shape[1], generator=gen, dtype=torch.float64)
+    order = keys.argsort()[: cal.max_points]
+    out = []
+    for i in range(xc.shape[0]):
+        x, y = xc[i, order], yc[i, order]
+        total, count = 0.0, 0
+        for part in range(cal.folds):
+            held = torch.arange(len(order)) % cal.folds == part
+            with torch.no_grad():
+                pred = model(x[~held][None], y[~held][None], x[held][None])
+            total += float(((y[held] - pred.mean[0]) ** 2 / pred.yvar[0]).sum())
+            count += int(held.sum())
+        w = cal.prior_weight
+        out.append(min(max((total + w) / (count + w), cal.bounds[0]), cal.bounds[1]))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("attention", ["softmax", "dka"])
+def test_factor_is_the_held_out_mean_squared_error(attention: str) -> None:
+    model = make_model(attention)
+    xc, yc, _ = make_task(b=3, nc=20)
+    got = variance_scale(model, xc, yc, calibration=SMALL_CAL)
+    torch.testing.assert_close(got, explicit_scale(model, xc, yc, SMALL_CAL))
+    assert not torch.allclose(got, torch.ones_like(got))
+
+
+def test_subset_above_max_points() -> None:
+    model = make_model("softmax")
+    xc, yc, _ = make_task(b=2, nc=45)
+    _total, count = held_out_errors(
+        model, xc, yc, None, torch.ones(2, 45, dtype=torch.bool), SMALL_CAL
+    )
+    assert count.tolist() == [30, 30]
+    got = variance_scale(model, xc, yc, calibration=SMALL_CAL)
+    torch.testing.assert_close(got, explicit_scale(model, xc, yc, SMALL_CAL))
+
+
+def test_small_contexts_keep_factor_one() -> None:
+    model = make_model("softmax")
+    xc, yc, _ = make_task(b=2, nc=20)
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    mask[1, 11:] = False  # 11 valid points: below min_context
+    got = variance_scale(model, xc, yc, mask=mask, calibration=SMALL_CAL)
+    assert got[1].item() == 1.0
+    assert got[0].item() != 1.0
+
+
+def test_padding_and_batch_do_not_change_the_factor() -> None:
+    model = make_model("softmax")
+    xc, yc, _ = make_task(b=3, nc=20)
+    whole = variance_scale(model, xc, yc, calibration=SMALL_CAL)
+    alone = variance_scale(model, xc[1:2], yc[1:2], calibration=SMALL_CAL)
+    torch.testing.assert_close(alone, whole[1:2])
+    pad_x = torch.cat([xc, torch.full((3, 4, 2), float("nan"), dtype=xc.dtype)], 1)
+    pad_y = torch.cat([yc, torch.full((3, 4), float("inf"), dtype=yc.dtype)], 1)
+    mask = torch.arange(24).expand(3, 24) < 20
+    torch.testing.assert_close(
+        variance_scale(model, pad_x, pad_y, mask=mask, calibration=SMALL_CAL), whole
+    )
+
+
+def test_known_noise_enters_the_folds() -> None:
+    model = make_model("softmax")
+    xc, yc, _ = make_task(b=2, nc=20)
+    plain = variance_scale(model, xc, yc, calibration=SMALL_CAL)
+    known = variance_scale(model, xc, yc, yvar=torch.full_like(yc, 1e-4), calibration=SMALL_CAL)
+    assert not torch.allclose(plain, known)
+
+
+def test_bounds_clamp_the_factor() -> None:
+    model = make_model("softmax")
+    xc, yc, _ = make_task(b=2, nc=20)
+    free = variance_scale(model, xc, yc, calibration=SMALL_CAL)
+    low = float(free.min()) * 1.5
+    tight = Calibration(folds=3, min_context=12, max_points=30, bounds=(min(low, 1.0), 1.0))
+    got = variance_scale(model, xc, yc, calibration=tight)
+    assert bool((got >= tight.bounds[0]).all() & (got <= 1.0).all())
+
+
+@pytest.mark.parametrize("attention", ["softmax", "scan", "dka"])
+def test_encode_scales_both_variances_and_keeps_the_mean(attention: str) -> None:
+    model = make_model(attention)
+    xc, yc, xt = make_task(b=2, nc=20)
+    with torch.no_grad():
+        plain_cache = model.encode(xc, yc)
+        cache = model.encode(xc, yc, calibration=SMALL_CAL)
+        plain, cal = model.predict(plain_cache, xt), model.predict(cache, xt)
+        paths_plain, paths_cal = (
+            predict_paths(model, c, xt.unsqueeze(1)) for c in (plain_cache, cache)
+        )
+    assert plain_cache.var_scale is None
+    factor = cache.var_scale.unsqueeze(-1)
+    torch.testing.assert_close(cal.mean, plain.mean)
+    torch.testing.assert_close(cal.fvar, plain.fvar * factor)
+    torch.testing.assert_close(cal.noise_var, plain.noise_var * factor)
+    # The joint-prediction path reads the same factor from the context.
+    torch.testing.assert_close(paths_cal.fvar, paths_plain.fvar * factor.view(2, 1, 1, 1))
+    torch.testing.assert_close(cache.to(torch.float32).var_scale, cache.var_scale.float())
+
+
+def test_no_gradient_through_the_factor() -> None:
+    model = make_model("softmax")
+    xc, yc, xt = make_task(b=1, nc=20)
+    yc = yc.clone().requires_grad_(True)
+    cache = model.encode(xc, yc, calibration=SMALL_CAL)
+    assert not cache.var_scale.requires_grad
+    model.predict(cache, xt).mean.sum().backward()
+    assert yc.grad is not None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"folds": 1},
+        {"folds": 4, "min_context": 3},
+        {"min_context": 64, "max_points": 32},
+        {"prior_weight": 0.0},
+        {"bounds": (1.5, 2.0)},
+        {"bounds": (0.0, 2.0)},
+    ],
+)
+def test_invalid_settings(changes: dict) -> None:
+    with pytest.raises(ConfigError):
+        Calibration(**changes)

@@ -119,6 +119,7 @@ class StepOptions:
     checkpoint: str = "auto"
     linear_above: int | None = None  # None: TNPKRModel's default
     mc_samples: int = 128  # qLogNEI's sample count (BoTorch's default)
+    calibrate: bool = True  # TNPKRModel's variance calibration (its default)
 
 
 @dataclass
@@ -149,7 +150,7 @@ def build_model(
     if method == "tnpkr":
         from botorch_tnpkr.model import TNPKRModel
 
-        kwargs: dict[str, Any] = {"checkpoint": options.checkpoint}
+        kwargs: dict[str, Any] = {"checkpoint": options.checkpoint, "calibrate": options.calibrate}
         if options.linear_above is not None:
             kwargs["linear_above"] = options.linear_above
         return TNPKRModel(X, Y, train_Yvar=Yvar, **kwargs)

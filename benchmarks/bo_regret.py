@@ -86,9 +86,17 @@ def checkpoint_sha(checkpoint: str) -> str:
     return file_sha256(path)
 
 
+def tnpkr_identity(record: dict[str, Any]) -> str:
+    """The TNP-KR surrogate of a run: its checkpoint's sha256, with ``+cal`` when the
+    variances were calibrated (``TNPKRModel(calibrate=True)``; runs from before the setting
+    existed were not)."""
+    sha = record.get("checkpoint_sha256") or ""
+    return sha + ("+cal" if record.get("calibrated", False) else "")
+
+
 def run_key(record: dict[str, Any]) -> tuple:
     """What makes two runs the same run (iterations aside)."""
-    sha = record.get("checkpoint_sha256") if record["method"] == "tnpkr" else None
+    sha = tnpkr_identity(record) if record["method"] == "tnpkr" else None
     return (
         record["function"],
         record["noise"],
@@ -149,7 +157,10 @@ def planned_runs(args: argparse.Namespace) -> Iterable[tuple[str, str, str, int,
 # ----------------------------------------------------------------------------- running
 def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
     options = StepOptions(
-        num_restarts=args.num_restarts, raw_samples=args.raw_samples, checkpoint=args.checkpoint
+        num_restarts=args.num_restarts,
+        raw_samples=args.raw_samples,
+        checkpoint=args.checkpoint,
+        calibrate=not args.no_calibration,
     )
     sha = checkpoint_sha(args.checkpoint)
     done = finished_runs(args.results)
@@ -169,6 +180,7 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
             "raw_samples": args.raw_samples,
             "n_init": 2 * problem.dim + 2,
             "checkpoint_sha256": sha,
+            "calibrated": options.calibrate,
         }
         if done.get(run_key(probe), -1) < args.iterations:
             done = finished_runs(args.results)  # another runner may have done it meanwhile
@@ -192,7 +204,7 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"stopping: {err}", file=sys.stderr)
             break
         if method == "tnpkr":
-            record["checkpoint_sha256"] = sha
+            record.update(checkpoint_sha256=sha, calibrated=options.calibrate)
         record.update(machine=facts, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         append_record(args.results, record)
         new.append(record)
@@ -215,14 +227,16 @@ def _quantiles(values: Sequence[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def select_records(records: list[dict[str, Any]], sha: str | None) -> list[dict[str, Any]]:
-    """One record per run (the longest), TNP-KR runs only of the checkpoint ``sha`` if given."""
+def select_records(
+    records: list[dict[str, Any]], sha: str | None, calibrated: bool | None = None
+) -> list[dict[str, Any]]:
+    """One record per run (the longest), TNP-KR runs only of the checkpoint ``sha`` and the
+    calibration setting ``calibrated`` where given."""
     best: dict[tuple, dict[str, Any]] = {}
     for record in records:
-        if (
-            sha
-            and record["method"] == "tnpkr"
-            and not (record.get("checkpoint_sha256") or "").startswith(sha)
+        if record["method"] == "tnpkr" and (
+            (sha and not (record.get("checkpoint_sha256") or "").startswith(sha))
+            or (calibrated is not None and record.get("calibrated", False) != calibrated)
         ):
             continue
         key = run_key(record)
@@ -493,7 +507,8 @@ def plot(summary: dict[str, Any], acq: str, noise: str, path: Path) -> bool:
 def report(args: argparse.Namespace) -> dict[str, Any]:
     sha = None if args.all_checkpoints else (args.checkpoint_sha or checkpoint_sha(args.checkpoint))
     records = load_records(args.results)
-    selected = select_records(records, sha)
+    calibrated = None if args.all_checkpoints else not args.no_calibration
+    selected = select_records(records, sha, calibrated)
     summary = aggregate(selected)
     summary.update(
         benchmark="bo_regret",
@@ -502,6 +517,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         runs_used=len(selected),
         checkpoint=args.checkpoint,
         checkpoint_sha256=sha,
+        calibrated=calibrated,
         machines=sorted(
             {json.dumps(r.get("machine", {}), sort_keys=True) for r in selected}, key=len
         ),
@@ -523,6 +539,15 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _matches(identity: str, label: str) -> bool:
+    """Whether a run's ``tnpkr_identity`` is the one a ``--compare`` label names: a sha256
+    prefix, with ``+cal`` for calibrated runs."""
+    calibrated = label.endswith("+cal")
+    return identity.endswith("+cal") == calibrated and identity.startswith(
+        label.removesuffix("+cal")
+    )
+
+
 def compare_checkpoints(records: list[dict[str, Any]], shas: Sequence[str]) -> str:
     """TNP-KR checkpoints side by side on the runs they all have (and the GP's on those seeds).
 
@@ -537,8 +562,8 @@ def compare_checkpoints(records: list[dict[str, Any]], shas: Sequence[str]) -> s
         if record["method"] == "gp":
             label = "gp"
         elif record["method"] == "tnpkr":
-            sha = record.get("checkpoint_sha256") or ""
-            label = next((s for s in shas if sha.startswith(s)), None)
+            ident = tnpkr_identity(record)
+            label = next((s for s in shas if _matches(ident, s)), None)
             if label is None:
                 continue
         else:
@@ -632,8 +657,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=None,
         metavar="SHA",
-        help="compare the TNP-KR runs of these checkpoint files (sha256 prefixes) on the runs "
-        "they all finished; no runs",
+        help="compare the TNP-KR runs of these checkpoint files (sha256 prefixes; add +cal "
+        "for runs with calibrated variances) on the runs they all finished; no runs",
+    )
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="TNPKRModel(calibrate=False): run, or report, the network's variances as they are",
     )
     parser.add_argument("--smoke", action="store_true", help="Branin, 1 seed, 2 iterations")
     args = parser.parse_args(argv)

@@ -164,3 +164,23 @@ def test_compare_pairs_checkpoints_on_shared_runs_at_equal_evaluations(tmp_path)
         ["--compare", "aaa1", "bbb2", "--results", str(path), "--out-dir", str(tmp_path)]
     )
     assert out["table"].strip() == (tmp_path / "runs_compare.md").read_text().strip()
+
+
+def test_calibrated_runs_are_other_runs_of_the_same_checkpoint(tmp_path):
+    plain = fake("branin", "tnpkr", 0, [1.0, 0.1, 0.1], sha="aaa1")
+    cal = dict(fake("branin", "tnpkr", 0, [1.0, 0.1, 0.001], sha="aaa1"), calibrated=True)
+    assert bo_regret.run_key(plain) != bo_regret.run_key(cal)
+    assert bo_regret.select_records([plain, cal], "aaa1", calibrated=True) == [cal]
+    assert bo_regret.select_records([plain, cal], "aaa1", calibrated=False) == [plain]
+    assert len(bo_regret.select_records([plain, cal], "aaa1")) == 2
+    table = bo_regret.compare_checkpoints([plain, cal], ["aaa1", "aaa1+cal"])
+    assert "| branin | 1 | -1.00 | -3.00 |" in table
+    assert "aaa1+cal - aaa1: -2.000" in table
+
+
+def test_smoke_runs_record_the_calibration_setting(tmp_path):
+    argv = smoke(tmp_path, "--methods", "tnpkr", "--iterations", "1")
+    bo_regret.main(argv)
+    bo_regret.main([*argv, "--no-calibration"])
+    lines = (tmp_path / "bo_regret_smoke.jsonl").read_text().splitlines()
+    assert [json.loads(line)["calibrated"] for line in lines] == [True, False]

@@ -132,8 +132,12 @@ def run_step(
     raw_samples: int,
     device: torch.device,
     seed: int = 0,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
-    """One BO step in this process; returns a JSON-serialisable record."""
+    """One BO step in this process; returns a JSON-serialisable record.
+
+    ``calibrate`` is ``TNPKRModel``'s variance calibration (on by default, as in the model).
+    """
     from botorch.acquisition import LogExpectedImprovement
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
@@ -149,8 +153,9 @@ def run_step(
     with PeakMemory(device) as memory:
         start = time.perf_counter()
         if method == "tnpkr":
-            model = TNPKRModel(X, Y, checkpoint=checkpoint)
+            model = TNPKRModel(X, Y, checkpoint=checkpoint, calibrate=calibrate)
             record["checkpoint"] = model.checkpoint_source
+            record["calibrate"] = calibrate
             record["attention"] = model.network.config.attention
         else:
             model = SingleTaskGP(X, Y)

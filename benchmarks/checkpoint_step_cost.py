@@ -4,11 +4,15 @@ For each history size in ``--sizes``, runs ``bo_step_scaling.run_step`` (build `
 which encodes the history, then ``optimize_acqf`` of LogEI, q=1) once per checkpoint and
 repeat, the checkpoints alternating within each repeat, after one untimed warm-up step each.
 Reports the median seconds per checkpoint and their ratio to the first checkpoint's.
+``--calibration both`` runs every checkpoint without and with ``TNPKRModel``'s variance
+calibration (in that order, so the ratio is the cost of calibrating).
 
 Usage:
     python benchmarks/checkpoint_step_cost.py --sizes 5000 20000 \\
         --checkpoints tnpkr-dka runs/dka-deep/best.safetensors
     python benchmarks/checkpoint_step_cost.py --quick --out /tmp/cost.json
+    python benchmarks/checkpoint_step_cost.py --checkpoints tnpkr-exact --calibration both \
+        --sizes 100 500 1000 4000 --out benchmarks/results/calibration_step_cost.json
 
 Writes the records as JSON to ``--out`` (default ``benchmarks/results/checkpoint_step_cost.json``).
 """
@@ -40,25 +44,34 @@ def compare(
     dim: int,
     num_restarts: int,
     raw_samples: int,
+    calibration: Sequence[bool] = (True,),
 ) -> list[dict[str, Any]]:
-    """One record per (size, checkpoint): median total seconds and the ratio to the first."""
+    """One record per (size, checkpoint, calibration setting): median total seconds and the
+    ratio to the first."""
     device = torch.device("cpu")
     for checkpoint in checkpoints:
         warm_up("tnpkr", dim, checkpoint, device)
+    variants = [(c, cal) for c in checkpoints for cal in calibration]
     records = []
     for n in sizes:
-        times: dict[str, list[float]] = {c: [] for c in checkpoints}
+        times: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
         for repeat in range(repeats):
-            for checkpoint in checkpoints:
+            for checkpoint, cal in variants:
                 step = run_step(
-                    "tnpkr", n, dim, checkpoint, num_restarts, raw_samples, device, repeat
+                    "tnpkr", n, dim, checkpoint, num_restarts, raw_samples, device, repeat, cal
                 )
-                times[checkpoint].append(step["total_s"])
-        first = statistics.median(times[checkpoints[0]])
-        for checkpoint in checkpoints:
-            median = statistics.median(times[checkpoint])
+                times[(checkpoint, cal)].append(step["total_s"])
+        first = statistics.median(times[variants[0]])
+        for checkpoint, cal in variants:
+            median = statistics.median(times[(checkpoint, cal)])
             records.append(
-                {"n": n, "checkpoint": checkpoint, "median_s": median, "ratio": median / first}
+                {
+                    "n": n,
+                    "checkpoint": checkpoint,
+                    "calibrate": cal,
+                    "median_s": median,
+                    "ratio": median / first,
+                }
             )
             print(json.dumps(records[-1]), flush=True)
     return records
@@ -74,14 +87,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--raw-samples", type=int, default=256)
     parser.add_argument("--quick", action="store_true", help="n = 64, 2 repeats, small budgets")
     parser.add_argument(
+        "--calibration",
+        choices=["on", "off", "both"],
+        default="on",
+        help="TNPKRModel's variance calibration; both: off, then on, for every checkpoint",
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "checkpoint_step_cost.json"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.repeats, args.num_restarts, args.raw_samples = [64], 2, 1, 8
     torch.set_num_threads(1)
+    calibration = {"on": (True,), "off": (False,), "both": (False, True)}[args.calibration]
     records = compare(
-        args.checkpoints, args.sizes, args.repeats, args.dim, args.num_restarts, args.raw_samples
+        args.checkpoints,
+        args.sizes,
+        args.repeats,
+        args.dim,
+        args.num_restarts,
+        args.raw_samples,
+        calibration,
     )
     report = {
         "machine": machine_facts(torch.device("cpu")),

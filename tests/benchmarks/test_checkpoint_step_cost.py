@@ -22,3 +22,16 @@ def test_quick_mode_times_every_checkpoint(tmp_path):
     for r in records:
         assert r["median_s"] > 0
     assert abs(records[1]["ratio"] - records[1]["median_s"] / records[0]["median_s"]) < 1e-12
+
+
+def test_both_calibration_settings_side_by_side(tmp_path):
+    report = checkpoint_step_cost.main(
+        ["--quick", "--checkpoints", "tnpkr-exact", "--calibration", "both"]
+        + ["--out", str(tmp_path / "cost.json")]
+    )
+    records = report["records"]
+    assert [(r["checkpoint"], r["calibrate"]) for r in records] == [
+        ("tnpkr-exact", False),
+        ("tnpkr-exact", True),
+    ]
+    assert records[0]["ratio"] == 1.0 and records[1]["median_s"] > 0

@@ -25,10 +25,8 @@ def test_quick_mode_times_every_checkpoint(tmp_path):
 
 
 def test_both_calibration_settings_side_by_side(tmp_path):
-    report = checkpoint_step_cost.main(
-        ["--quick", "--checkpoints", "tnpkr-exact", "--calibration", "both"]
-        + ["--out", str(tmp_path / "cost.json")]
-    )
+    args = ["--quick", "--checkpoints", "tnpkr-exact", "--calibration", "both"]
+    report = checkpoint_step_cost.main([*args, "--out", str(tmp_path / "cost.json")])
     records = report["records"]
     assert [(r["checkpoint"], r["calibrate"]) for r in records] == [
         ("tnpkr-exact", False),

@@ -37,6 +37,7 @@ from torch import Tensor
 from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 from botorch_tnpkr.errors import TNPKRError
 from botorch_tnpkr.nn import TNPKR, Calibration, read_metadata
+from botorch_tnpkr.nn.calibration import DEFAULT_CALIBRATION
 from botorch_tnpkr.priors import (
     KERNELS,
     PriorConfig,
@@ -46,9 +47,6 @@ from botorch_tnpkr.priors import (
 )
 from botorch_tnpkr.priors.sampler import TaskBatch
 from botorch_tnpkr.priors.standardize import standardize_context
-
-# What ``TNPKRModel(calibrate=True)`` (its default) uses.
-DEFAULT_CALIBRATION = Calibration()
 
 EVAL_SEED = 7_777
 # z-values of central 50% and 90% intervals.

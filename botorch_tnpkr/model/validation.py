@@ -19,7 +19,7 @@ from botorch.exceptions.errors import (
 from torch import Tensor
 
 from botorch_tnpkr.errors import DimensionError, InputShapeError, NonFiniteInputError
-from botorch_tnpkr.nn import Calibration
+from botorch_tnpkr.nn.calibration import DEFAULT_CALIBRATION, Calibration
 
 
 @contextmanager
@@ -174,7 +174,7 @@ def check_calibration(calibrate: object) -> Calibration | None:
     if isinstance(calibrate, Calibration):
         return calibrate
     if isinstance(calibrate, bool):
-        return Calibration() if calibrate else None
+        return DEFAULT_CALIBRATION if calibrate else None
     raise UnsupportedError(
         "calibrate must be True (the default calibration), False (none) or a "
         f"botorch_tnpkr.nn.Calibration, got {calibrate!r}."

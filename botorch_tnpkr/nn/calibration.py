@@ -78,6 +78,10 @@ class Calibration:
             )
 
 
+# What ``TNPKRModel(calibrate=True)`` (its default) and the evaluation command use.
+DEFAULT_CALIBRATION = Calibration()
+
+
 def _subset(mask: Tensor, max_points: int, seed: int) -> tuple[Tensor, Tensor]:
     """Indices `B x m` of up to ``max_points`` random valid points per task (valid ones
     first), and their `B x m` validity.
@@ -165,7 +169,7 @@ def variance_scale(
     Returns:
         `B` factors, 1 for contexts smaller than ``min_context``; no gradient.
     """
-    calibration = calibration or Calibration()
+    calibration = calibration or DEFAULT_CALIBRATION
     if mask is None:
         mask = torch.ones(yc.shape, dtype=torch.bool, device=yc.device)
     with torch.no_grad():

@@ -5,7 +5,10 @@ the network's predictive of the noisy targets three ways on the same tasks:
 
 * ``off``: the network's variances as they are (``TNPKRModel(calibrate=False)``);
 * ``on``: calibrated with ``--folds`` folds of the context (the default model's setting,
-  but applied at every size, so that small contexts show why the default skips them);
+  but applied at every size, so that small contexts show why the default skips them); above
+  ``max_points`` (512) points, on 128 held-out points predicted from all the others;
+* ``subset``: the same, but above 512 points with the folds of a random 512-point subset
+  (``Calibration(holdout=None)``, the default before session 19); equal to ``on`` below;
 * ``bound``: every task's variances times the factor that maximises the likelihood of its
   own targets (``mean((y - mean)^2 / var)``): what a perfect per-context factor would give.
 
@@ -16,9 +19,10 @@ each half, since calibration measures errors where the context is, not where it 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/variance_calibration.py            # ~15 min
     python benchmarks/variance_calibration.py --layout bo --sizes 32 128 512
+    python benchmarks/variance_calibration.py --sizes 2048 --tasks 4 --name beyond  # ~45 min
     python benchmarks/variance_calibration.py --smoke --out-dir /tmp/vc
 
-Writes ``variance_calibration_<layout>[_smoke].json`` and ``.md`` to ``--out-dir``.
+Writes ``variance_calibration_<layout>[_<name>][_smoke].json`` and ``.md`` to ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import statistics
 import sys
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +56,7 @@ from botorch_tnpkr.nn import Calibration  # noqa: E402
 from botorch_tnpkr.priors import gaussian_logpdf, sample_tasks  # noqa: E402
 from botorch_tnpkr.priors.sampler import TaskBatch  # noqa: E402
 
-SETTINGS = ("off", "on", "bound")
+SETTINGS = ("off", "on", "subset", "bound")
 
 
 def tasks(kernel: str, d: int, n: int, count: int, layout: str, max_dim: int) -> TaskBatch:
@@ -70,10 +75,14 @@ def score_cell(network, batch: TaskBatch, calibration: Calibration) -> dict[str,
     oracle = oracle_logpdf(batch)
     mean, var = network_predictive(network, batch, calibration=None)
     _, var_on = network_predictive(network, batch, calibration=calibration)
+    var_subset = var_on
+    if batch.xc.shape[1] > calibration.max_points:
+        subset = replace(calibration, holdout=None)
+        _, var_subset = network_predictive(network, batch, calibration=subset)
     best = ((batch.yt - mean) ** 2 / var).mean(-1, keepdim=True)
     half = batch.yt.shape[-1] // 2
     row: dict[str, Any] = {}
-    for name, v in zip(SETTINGS, (var, var_on, var * best), strict=True):
+    for name, v in zip(SETTINGS, (var, var_on, var_subset, var * best), strict=True):
         gap = oracle - gaussian_logpdf(batch.yt, mean, v)
         row[name] = float(gap.mean())
         if batch.bo_shaped:
@@ -120,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--kernels", nargs="+", default=["rbf", "matern52", "matern32"])
     parser.add_argument("--tasks", type=int, default=8, help="tasks per cell")
     parser.add_argument("--folds", type=int, default=Calibration().folds)
+    parser.add_argument("--name", default="", help="suffix of the results files' names")
     parser.add_argument("--smoke", action="store_true", help="two small cells")
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -138,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 rows.append(row)
                 print(
                     f"{kernel} d={d} n={n}: off {row['off']:.3f} on {row['on']:.3f} "
-                    f"bound {row['bound']:.3f}",
+                    f"subset {row['subset']:.3f} bound {row['bound']:.3f}",
                     flush=True,
                 )
     results = {
@@ -151,7 +161,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     table = markdown(results)
     print(table)
-    stem = f"variance_calibration_{args.layout}" + ("_smoke" if args.smoke else "")
+    stem = "_".join(
+        ["variance_calibration", args.layout]
+        + [args.name] * bool(args.name)
+        + ["smoke"] * args.smoke
+    )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out_dir / f"{stem}.md").write_text(table + "\n")

@@ -174,7 +174,8 @@ class TNPKRModel(Model, FantasizeMixin):
             calibrate: Rescale the predicted variances by a factor measured on the history
                 itself: each of 4 folds is predicted from the others and the factor is the
                 mean squared standardised error (``nn.calibration``; histories of 64 points
-                or more, at most 512 of them used; a few extra encodings, once per model).
+                or more; above 512 points, 128 held-out points are predicted from all the
+                others instead; about one to three extra encodings, once per model).
                 ``True`` (default) uses ``Calibration()``, a ``Calibration`` its settings,
                 ``False`` predicts the network's variances as they are.
 

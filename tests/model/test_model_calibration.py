@@ -15,7 +15,7 @@ from botorch_tnpkr import TNPKRModel
 from botorch_tnpkr.nn import Calibration
 from tests.model.helpers import make_data
 
-SMALL_CAL = Calibration(folds=3, min_context=12, max_points=40)
+SMALL_CAL = Calibration(folds=3, min_context=12, max_points=40, holdout=8)
 
 
 @pytest.mark.parametrize(("batch", "m"), [((), 1), ((2,), 2)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -11,24 +13,28 @@ from botorch_tnpkr.nn.calibration import held_out_errors
 from botorch_tnpkr.nn.causal import predict_paths
 from tests.nn.helpers import make_model, make_task
 
-SMALL_CAL = Calibration(folds=3, min_context=12, max_points=30)
+SMALL_CAL = Calibration(folds=3, min_context=12, max_points=30, holdout=8)
 
 
 def explicit_scale(model, xc, yc, cal: Calibration) -> torch.Tensor:
     """The factor by hand, one task at a time, each fold encoded without masks."""
     gen = torch.Generator().manual_seed(cal.seed)
-    keys = torch.rand(xc.shape[1], generator=gen, dtype=torch.float64)
-    order = keys.argsort()[: cal.max_points]
+    order = torch.rand(xc.shape[1], generator=gen, dtype=torch.float64).argsort()
+    if cal.holdout is not None and xc.shape[1] > cal.max_points:
+        # One split: the first `holdout` points of the order against all the others.
+        splits = [(order[: cal.holdout], order[cal.holdout :])]
+    else:
+        order = order[: cal.max_points]
+        part = torch.arange(len(order)) % cal.folds
+        splits = [(order[part == p], order[part != p]) for p in range(cal.folds)]
     out = []
     for i in range(xc.shape[0]):
-        x, y = xc[i, order], yc[i, order]
         total, count = 0.0, 0
-        for part in range(cal.folds):
-            held = torch.arange(len(order)) % cal.folds == part
+        for held, keep in splits:
             with torch.no_grad():
-                pred = model(x[~held][None], y[~held][None], x[held][None])
-            total += float(((y[held] - pred.mean[0]) ** 2 / pred.yvar[0]).sum())
-            count += int(held.sum())
+                pred = model(xc[i, keep][None], yc[i, keep][None], xc[i, held][None])
+            total += float(((yc[i, held] - pred.mean[0]) ** 2 / pred.yvar[0]).sum())
+            count += len(held)
         w = cal.prior_weight
         out.append(min(max((total + w) / (count + w), cal.bounds[0]), cal.bounds[1]))
     return torch.tensor(out, dtype=torch.float64)
@@ -43,15 +49,43 @@ def test_factor_is_the_held_out_mean_squared_error(attention: str) -> None:
     assert not torch.allclose(got, torch.ones_like(got))
 
 
-def test_subset_above_max_points() -> None:
-    model = make_model("softmax")
+@pytest.mark.parametrize("attention", ["softmax", "dka"])
+def test_holdout_above_max_points(attention: str) -> None:
+    model = make_model(attention)
     xc, yc, _ = make_task(b=2, nc=45)
     _total, count = held_out_errors(
         model, xc, yc, None, torch.ones(2, 45, dtype=torch.bool), SMALL_CAL
     )
-    assert count.tolist() == [30, 30]
+    assert count.tolist() == [SMALL_CAL.holdout] * 2
     got = variance_scale(model, xc, yc, calibration=SMALL_CAL)
     torch.testing.assert_close(got, explicit_scale(model, xc, yc, SMALL_CAL))
+    # Not the folds of a subset: that measures the network on a smaller context.
+    subset = replace(SMALL_CAL, holdout=None)
+    assert not torch.allclose(got, variance_scale(model, xc, yc, calibration=subset))
+
+
+def test_subset_above_max_points_without_holdout() -> None:
+    model = make_model("softmax")
+    xc, yc, _ = make_task(b=2, nc=45)
+    cal = replace(SMALL_CAL, holdout=None)
+    _total, count = held_out_errors(model, xc, yc, None, torch.ones(2, 45, dtype=torch.bool), cal)
+    assert count.tolist() == [30, 30]
+    got = variance_scale(model, xc, yc, calibration=cal)
+    torch.testing.assert_close(got, explicit_scale(model, xc, yc, cal))
+
+
+def test_large_and_small_contexts_in_one_batch() -> None:
+    """A padded batch mixes a context above max_points (held out) with one below (folds): each
+    gets the factor it gets alone."""
+    model = make_model("softmax")
+    xc, yc, _ = make_task(b=2, nc=45)
+    mask = torch.ones(2, 45, dtype=torch.bool)
+    mask[1, 20:] = False
+    got = variance_scale(model, xc, yc, mask=mask, calibration=SMALL_CAL)
+    torch.testing.assert_close(got[:1], explicit_scale(model, xc[:1], yc[:1], SMALL_CAL))
+    alone = variance_scale(model, xc[1:, :20], yc[1:, :20], calibration=SMALL_CAL)
+    torch.testing.assert_close(got[1:], alone)
+    torch.testing.assert_close(alone, explicit_scale(model, xc[1:, :20], yc[1:, :20], SMALL_CAL))
 
 
 def test_small_contexts_keep_factor_one() -> None:
@@ -91,7 +125,7 @@ def test_bounds_clamp_the_factor() -> None:
     xc, yc, _ = make_task(b=2, nc=20)
     free = variance_scale(model, xc, yc, calibration=SMALL_CAL)
     low = float(free.min()) * 1.5
-    tight = Calibration(folds=3, min_context=12, max_points=30, bounds=(min(low, 1.0), 1.0))
+    tight = replace(SMALL_CAL, bounds=(min(low, 1.0), 1.0))
     got = variance_scale(model, xc, yc, calibration=tight)
     assert bool((got >= tight.bounds[0]).all() & (got <= 1.0).all())
 
@@ -134,6 +168,8 @@ def test_no_gradient_through_the_factor() -> None:
         {"folds": 4, "min_context": 3},
         {"min_context": 64, "max_points": 32},
         {"prior_weight": 0.0},
+        {"holdout": 0},
+        {"max_points": 100, "min_context": 64, "holdout": 37},
         {"bounds": (1.5, 2.0)},
         {"bounds": (0.0, 2.0)},
     ],

@@ -86,12 +86,25 @@ def checkpoint_sha(checkpoint: str) -> str:
     return file_sha256(path)
 
 
+# The version of TNPKRModel's default variance calibration that calibrated runs record: 1 (no
+# field) is session 18's (contexts of 64 points or more: it never acted in this suite's
+# histories), 2 session 19's (from 32 points, with 16 folds below 128).
+CALIBRATION_VERSION = 2
+
+
+def calibration_label(record: dict[str, Any]) -> str:
+    """``""`` for a run without calibration, else ``+cal`` (version 1) or ``+cal<version>``."""
+    if not record.get("calibrated", False):
+        return ""
+    version = record.get("calibration_version", 1)
+    return "+cal" + (str(version) if version != 1 else "")
+
+
 def tnpkr_identity(record: dict[str, Any]) -> str:
-    """The TNP-KR surrogate of a run: its checkpoint's sha256, with ``+cal`` when the
-    variances were calibrated (``TNPKRModel(calibrate=True)``; runs from before the setting
+    """The TNP-KR surrogate of a run: its checkpoint's sha256, with ``calibration_label`` when
+    the variances were calibrated (``TNPKRModel(calibrate=True)``; runs from before the setting
     existed were not)."""
-    sha = record.get("checkpoint_sha256") or ""
-    return sha + ("+cal" if record.get("calibrated", False) else "")
+    return (record.get("checkpoint_sha256") or "") + calibration_label(record)
 
 
 def run_key(record: dict[str, Any]) -> tuple:
@@ -181,6 +194,7 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
             "n_init": 2 * problem.dim + 2,
             "checkpoint_sha256": sha,
             "calibrated": options.calibrate,
+            **({"calibration_version": CALIBRATION_VERSION} if options.calibrate else {}),
         }
         if done.get(run_key(probe), -1) < args.iterations:
             done = finished_runs(args.results)  # another runner may have done it meanwhile
@@ -205,6 +219,8 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
             break
         if method == "tnpkr":
             record.update(checkpoint_sha256=sha, calibrated=options.calibrate)
+            if options.calibrate:
+                record["calibration_version"] = CALIBRATION_VERSION
         record.update(machine=facts, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         append_record(args.results, record)
         new.append(record)
@@ -231,12 +247,16 @@ def select_records(
     records: list[dict[str, Any]], sha: str | None, calibrated: bool | None = None
 ) -> list[dict[str, Any]]:
     """One record per run (the longest), TNP-KR runs only of the checkpoint ``sha`` and the
-    calibration setting ``calibrated`` where given."""
+    calibration setting ``calibrated`` where given (True: the current calibration version)."""
+    wanted = None
+    if calibrated is not None:
+        current = {"calibrated": True, "calibration_version": CALIBRATION_VERSION}
+        wanted = calibration_label(current) if calibrated else ""
     best: dict[tuple, dict[str, Any]] = {}
     for record in records:
         if record["method"] == "tnpkr" and (
             (sha and not (record.get("checkpoint_sha256") or "").startswith(sha))
-            or (calibrated is not None and record.get("calibrated", False) != calibrated)
+            or (wanted is not None and calibration_label(record) != wanted)
         ):
             continue
         key = run_key(record)
@@ -541,11 +561,10 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
 
 def _matches(identity: str, label: str) -> bool:
     """Whether a run's ``tnpkr_identity`` is the one a ``--compare`` label names: a sha256
-    prefix, with ``+cal`` for calibrated runs."""
-    calibrated = label.endswith("+cal")
-    return identity.endswith("+cal") == calibrated and identity.startswith(
-        label.removesuffix("+cal")
-    )
+    prefix, with ``+cal`` (version 1) or ``+cal<version>`` for calibrated runs."""
+    sha, _, version = identity.partition("+")
+    label_sha, _, label_version = label.partition("+")
+    return version == label_version and sha.startswith(label_sha)
 
 
 def compare_checkpoints(records: list[dict[str, Any]], shas: Sequence[str]) -> str:
@@ -657,8 +676,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=None,
         metavar="SHA",
-        help="compare the TNP-KR runs of these checkpoint files (sha256 prefixes; add +cal "
-        "for runs with calibrated variances) on the runs they all finished; no runs",
+        help="compare the TNP-KR runs of these checkpoint files (sha256 prefixes; add +cal2 "
+        "for runs with the current calibration, +cal for session 18's) on the runs they all "
+        "finished; no runs",
     )
     parser.add_argument(
         "--no-calibration",

@@ -52,6 +52,7 @@ transforms (the history is stored untransformed, so this is exact).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import warnings
 from typing import Any
@@ -173,9 +174,14 @@ class TNPKRModel(Model, FantasizeMixin):
                 sampled point after point (``TNPKRJointPosterior``, see ``model/joint.py``).
             calibrate: Rescale the predicted variances by a factor measured on the history
                 itself: each of 4 folds is predicted from the others and the factor is the
-                mean squared standardised error (``nn.calibration``; histories of 64 points
-                or more; above 512 points, 128 held-out points are predicted from all the
-                others instead; about one to three extra encodings, once per model).
+                mean squared standardised error (``nn.calibration``; histories of 32 points
+                or more, 16 folds below 128 points; above 512 points, 128 held-out points
+                are predicted from all the others instead; about one to three encodings'
+                worth, once per model). Models derived from this one (``fantasize``,
+                ``condition_on_observations``, ``subset_output``) keep its factor: they are
+                built inside acquisition functions, where recalibrating would cost more
+                than the rest of the model, and a few more points barely move it. Build a
+                new ``TNPKRModel`` to recalibrate on a grown history.
                 ``True`` (default) uses ``Calibration()``, a ``Calibration`` its settings,
                 ``False`` predicts the network's variances as they are.
 
@@ -241,11 +247,16 @@ class TNPKRModel(Model, FantasizeMixin):
         encode_dtype: torch.dtype | None,
         joint: str | None = None,
         calibration: Calibration | None = None,
+        var_scale: Tensor | None = None,
     ) -> None:
-        """Register modules and the history, then encode it (shared by derived models)."""
+        """Register modules and the history, then encode it (shared by derived models).
+
+        ``var_scale`` (`batch_shape x m`, derived models) is the variance factor of every
+        context, used instead of calibrating on this history."""
         self._encode_dtype = encode_dtype
         self._joint = joint
         self._calibration = calibration
+        self._fixed_var_scale = var_scale
         self._cache = None
         self._memo = None  # predictions of repeated test points, see ``dedupe``
         self._mean_noise = None
@@ -324,8 +335,12 @@ class TNPKRModel(Model, FantasizeMixin):
             encoder = copy.deepcopy(self.network).to(self._encode_dtype)
             xc, yc = xc.to(self._encode_dtype), yc.to(self._encode_dtype)
             yvar = None if yvar is None else yvar.to(self._encode_dtype)
+        fixed = self._fixed_var_scale
         with network_errors():
-            cache = encoder.encode(xc, yc, yvar=yvar, calibration=self._calibration)
+            calibration = self._calibration if fixed is None else None
+            cache = encoder.encode(xc, yc, yvar=yvar, calibration=calibration)
+            if fixed is not None:
+                cache = dataclasses.replace(cache, var_scale=fixed.reshape(-1).to(cache.y_loc))
             self._cache = rescale_cache(cache.to(dtype), spread)
         self._mean_noise = None if Yvar_tf is None else Yvar_tf.mean(dim=-2, keepdim=True)
         return self._cache
@@ -518,9 +533,17 @@ class TNPKRModel(Model, FantasizeMixin):
         train_Y: Tensor,
         train_Yvar: Tensor | None,
         outcome_transform: OutcomeTransform | _DefaultType | None = DEFAULT,
+        outputs: list[int] | None = None,
     ) -> TNPKRModel:
-        """A model on another history with this model's network (shared, frozen) and
-        copies of its transforms (kept in eval mode: nothing is re-learnt)."""
+        """A model on another history with this model's network (shared, frozen), copies
+        of its transforms (kept in eval mode: nothing is re-learnt) and its variance factor
+        (of the outputs ``outputs``, default all), broadcast to the new batch shape."""
+        var_scale = self._context().var_scale
+        if var_scale is not None:
+            var_scale = var_scale.view(*self.batch_shape, self.num_outputs)
+            if outputs is not None:
+                var_scale = var_scale[..., outputs]
+            var_scale = var_scale.expand(*train_Y.shape[:-2], var_scale.shape[-1])
         new = self.__class__.__new__(self.__class__)
         Model.__init__(new)
         if isinstance(outcome_transform, _DefaultType):
@@ -536,6 +559,7 @@ class TNPKRModel(Model, FantasizeMixin):
             encode_dtype=self._encode_dtype,
             joint=self._joint,
             calibration=self._calibration,
+            var_scale=var_scale,
         )
         return new
 
@@ -628,7 +652,9 @@ class TNPKRModel(Model, FantasizeMixin):
         if outcome_transform is not None:
             outcome_transform = outcome_transform.subset_output(idcs)
         Yvar = None if self.train_Yvar is None else self.train_Yvar[..., idcs]
-        return self._derive(self.train_X, self.train_Y[..., idcs], Yvar, outcome_transform)
+        return self._derive(
+            self.train_X, self.train_Y[..., idcs], Yvar, outcome_transform, outputs=idcs
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -3,8 +3,8 @@
 The network's predictive variance is calibrated on average over its training prior, not task
 by task: on nearly noiseless, densely sampled tasks it is several times too large even for its
 own errors, and on others too small. ``variance_scale`` measures this on the context at hand.
-It splits the context into ``folds`` parts, predicts each part from the others, and returns
-the mean squared standardised error of those held-out predictions,
+It splits the context into folds, predicts each fold from the others, and returns the mean
+squared standardised error of those held-out predictions,
 
     c = (sum_i z_i^2 + w) / (m + w),   z_i = (y_i - mean_i) / sqrt(yvar_i),
 
@@ -13,20 +13,28 @@ Multiplying the predicted variances (latent and noise) by ``c`` is the rescaling
 maximises the held-out Gaussian likelihood. It changes no mean and no ranking of variances,
 only their common scale.
 
-Small contexts are left alone (factor 1): each fold then predicts from a context much smaller
-than the one being calibrated, and below about 64 points the network's calibration at 3/4 of
-the context did not carry over to the full one (``benchmarks/variance_calibration.py``).
+The factor depends on the context size, so it is measured on predictions from contexts
+nearly as large as the one calibrated:
 
-The factor depends on the context size, so it is measured at a size close to the one used:
-
-* up to ``max_points`` valid points: ``folds`` folds of the whole context, each predicted
-  from the others; with 4 folds and exact attention about 2-3x the cost of one encoding;
-* above ``max_points``: ``holdout`` seeded points are predicted from all the other ``n -
-  holdout``, about the cost of one more encoding of the context. Folds drawn from a subset of
-  ``max_points`` points (``holdout=None``; cheaper, a fixed cost) measure the network at a
+* below ``min_context`` (32) valid points: factor 1. On BO-shaped contexts of 16 points
+  (a pilot design and a cluster) the held-out points, mostly in the cluster, understate the
+  errors far from it, and calibration made the gap worse (``benchmarks/variance_calibration.py
+  --layout bo``);
+* up to ``small_context`` (128) points: ``small_folds`` (16) folds, each predicted from the
+  other 15/16 of the context. The network's calibration changes fastest with the context
+  size at small sizes: at n = 32 and 64, 4 folds (predicting from 3/4 of the context) gained
+  nothing or less on both layouts;
+* up to ``max_points`` (512): ``folds`` (4) folds; here 16 folds gained nothing at 16/4 times
+  the cost;
+* above ``max_points``: ``holdout`` (128) seeded points predicted from all the other ``n -
+  holdout``, about the cost of one more encoding of the context. Folds drawn from a subset
+  of ``max_points`` points (``holdout=None``; cheaper, a fixed cost) measure the network at a
   context size where it is calibrated differently: beyond the trained context they left
   about half of what a per-task factor gains (``benchmarks/variance_calibration.py
   --sizes 2048``).
+
+The folds of one context run as one batch of contexts (in chunks of bounded size), so many
+small folds cost about one forward pass, not one per fold.
 
 Every split is seeded and shared by all tasks, so the factor is a deterministic function of
 the context, whatever batch or padding it comes with.
@@ -51,10 +59,13 @@ class Calibration:
     """Settings of ``variance_scale``.
 
     Attributes:
-        folds: Parts the context is split into (each predicted from the others), >= 2.
+        folds: Parts a context of ``small_context`` to ``max_points`` valid points is split
+            into (each predicted from the others), >= 2.
+        small_folds: Parts a smaller context is split into, >= 2.
+        small_context: Contexts with fewer valid points use ``small_folds``.
         min_context: Contexts with fewer valid points keep factor 1.
-        max_points: Contexts with up to this many valid points are split into ``folds``
-            folds; larger ones are calibrated on ``holdout`` points.
+        max_points: Contexts with up to this many valid points are split into folds; larger
+            ones are calibrated on ``holdout`` points.
         holdout: Points held out of a context larger than ``max_points`` and predicted from
             all its other points; None draws the folds from a random subset of
             ``max_points`` points instead (cheaper, less accurate).
@@ -64,7 +75,9 @@ class Calibration:
     """
 
     folds: int = 4
-    min_context: int = 64
+    small_folds: int = 16
+    small_context: int = 128
+    min_context: int = 32
     max_points: int = 512
     holdout: int | None = 128
     prior_weight: float = 2.0
@@ -72,11 +85,21 @@ class Calibration:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.folds < 2:
-            raise ConfigError(f"Calibration.folds must be >= 2, got {self.folds}.")
-        if self.min_context < self.folds:
+        if min(self.folds, self.small_folds) < 2:
             raise ConfigError(
-                f"Calibration.min_context ({self.min_context}) must be >= folds ({self.folds})."
+                f"Calibration.folds and small_folds must be >= 2, got {self.folds} and "
+                f"{self.small_folds}."
+            )
+        # Every calibrated context must have at least one point per fold.
+        if self.min_context < self.small_context and self.min_context < self.small_folds:
+            raise ConfigError(
+                f"Calibration.min_context ({self.min_context}) must be >= small_folds "
+                f"({self.small_folds}) when it is below small_context ({self.small_context})."
+            )
+        if max(self.min_context, self.small_context) < self.folds:
+            raise ConfigError(
+                f"Calibration.folds ({self.folds}) must be <= max(min_context, small_context) "
+                f"= {max(self.min_context, self.small_context)}."
             )
         if self.max_points < self.min_context:
             raise ConfigError(
@@ -112,6 +135,66 @@ def _order(mask: Tensor, seed: int) -> Tensor:
     keys = torch.rand(mask.shape[-1], generator=gen, dtype=torch.float64).to(mask.device)
     keys = torch.where(mask, keys, keys + 2.0)  # invalid points sort last
     return keys.argsort(dim=-1)
+
+
+# Largest number of (query, key) pairs of one batched call over folds, times the batch: the
+# folds of a context run in chunks of about this size (a few hundred MB of attention scores).
+_PAIRS_PER_CALL = 2**22
+
+
+def _fold_sums(
+    network: TNPKR,
+    points: tuple[Tensor, Tensor, Tensor | None, Tensor],
+    folds: int,
+    tasks: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """`B` sums of ``z^2`` over ``folds`` folds of the positions of ``points`` (fold ``p``
+    holds positions ``p, p + folds, ...``), each fold predicted from the valid points of the
+    other folds alone, and `B` numbers of held-out points; only the tasks where ``tasks``
+    (`B` bool) count, the others get 0.
+
+    ``points`` is ``(x, y, yvar or None, valid)`` in the split's order (``_gathered``). The
+    folds run as a batch of contexts, padded to one size (padding is masked)."""
+    x, y, v, valid = points
+    total = torch.zeros(x.shape[0], dtype=y.dtype, device=y.device)
+    count = torch.zeros(x.shape[0], dtype=torch.long, device=y.device)
+    chosen = tasks.nonzero().squeeze(-1)
+    x, y, valid = x[chosen], y[chosen], valid[chosen]
+    v = None if v is None else v[chosen]
+    m, device = x.shape[1], x.device
+    size = -(-m // folds)
+    grid = torch.arange(size * folds, device=device).view(size, folds).T  # fold p: p + folds*j
+    out, out_real = grid.clamp(max=m - 1), grid < m  # (folds, size)
+    rank = torch.arange(m, device=device)
+    # The other folds' positions in order, padded at the end: (folds, m - min fold size).
+    others = torch.stack(
+        [torch.cat([rank[rank % folds != p], rank[rank % folds == p]]) for p in range(folds)]
+    )
+    keep_size = m - int(out_real.sum(-1).min())
+    keep = others[:, :keep_size]
+    keep_real = (keep % folds) != torch.arange(folds, device=device).unsqueeze(-1)
+    step = max(1, _PAIRS_PER_CALL // max(1, len(chosen) * keep_size * (keep_size + size)))
+    sums = torch.zeros(len(chosen), dtype=y.dtype, device=y.device)
+    held_count = torch.zeros(len(chosen), dtype=torch.long, device=y.device)
+    for first in range(0, folds, step):
+        part = slice(first, first + step)
+        k, o = keep[part], out[part]  # (c, keep_size), (c, size)
+        held = valid[:, o] & out_real[part]  # (b, c, size)
+        if not bool(held.any()):
+            continue
+        b, c = len(chosen), k.shape[0]
+        pred = network(
+            x[:, k].reshape(b * c, keep_size, -1),
+            y[:, k].reshape(b * c, keep_size),
+            x[:, o].reshape(b * c, size, -1),
+            yvar=None if v is None else v[:, k].reshape(b * c, keep_size),
+            mask=(valid[:, k] & keep_real[part]).reshape(b * c, keep_size),
+        )
+        z2 = (y[:, o] - pred.mean.view(b, c, size)) ** 2 / pred.yvar.view(b, c, size)
+        sums = sums + torch.where(held, z2, torch.zeros_like(z2)).sum((-1, -2))
+        held_count = held_count + held.sum((-1, -2))
+    total[chosen], count[chosen] = sums, held_count
+    return total, count
 
 
 def _held_out_sum(
@@ -176,21 +259,18 @@ def held_out_errors(
     large = torch.zeros_like(eligible)
     if calibration.holdout is not None:
         large = size > calibration.max_points
-    folded = eligible & ~large
+    small = size < calibration.small_context
     total = torch.zeros(xc.shape[0], dtype=yc.dtype, device=yc.device)
     count = torch.zeros(xc.shape[0], dtype=torch.long, device=yc.device)
-    if bool(folded.any()):
-        # Every task shares the order, so a fold is the same positions in every task: encode
-        # the other folds' points alone (not the whole subset under a mask).
-        points = _gathered(xc, yc, yvar, mask, order[:, : calibration.max_points])
-        position = torch.arange(points[0].shape[1], device=order.device)
-        for part in range(calibration.folds):
-            out = position[position % calibration.folds == part]
-            held = points[3][:, out] & folded.unsqueeze(-1)
-            if bool(held.any()):
-                keep = position[position % calibration.folds != part]
-                total = total + _held_out_sum(network, points, keep, out, held)
-            count = count + held.sum(-1)
+    for folds, tasks in (
+        (calibration.small_folds, eligible & small & ~large),
+        (calibration.folds, eligible & ~small & ~large),
+    ):
+        if bool(tasks.any()):
+            # Every task shares the order, so a fold is the same positions in every task.
+            points = _gathered(xc, yc, yvar, mask, order[:, : calibration.max_points])
+            fold_total, fold_count = _fold_sums(network, points, folds, tasks)
+            total, count = total + fold_total, count + fold_count
     if bool(large.any()):
         points = _gathered(xc, yc, yvar, mask, order)
         position = torch.arange(order.shape[-1], device=order.device)

@@ -170,12 +170,19 @@ def test_calibrated_runs_are_other_runs_of_the_same_checkpoint(tmp_path):
     plain = fake("branin", "tnpkr", 0, [1.0, 0.1, 0.1], sha="aaa1")
     cal = dict(fake("branin", "tnpkr", 0, [1.0, 0.1, 0.001], sha="aaa1"), calibrated=True)
     assert bo_regret.run_key(plain) != bo_regret.run_key(cal)
-    assert bo_regret.select_records([plain, cal], "aaa1", calibrated=True) == [cal]
+    # Version 1 (no field) is not the current calibration: a calibrated report leaves it out.
+    assert bo_regret.select_records([plain, cal], "aaa1", calibrated=True) == []
     assert bo_regret.select_records([plain, cal], "aaa1", calibrated=False) == [plain]
     assert len(bo_regret.select_records([plain, cal], "aaa1")) == 2
     table = bo_regret.compare_checkpoints([plain, cal], ["aaa1", "aaa1+cal"])
     assert "| branin | 1 | -1.00 | -3.00 |" in table
     assert "aaa1+cal - aaa1: -2.000" in table
+    # A later calibration version is another run again, and the one a calibrated report uses.
+    cal2 = dict(cal, calibration_version=2, regret=[1.0, 0.1, 0.01])
+    assert len({bo_regret.run_key(r) for r in (plain, cal, cal2)}) == 3
+    assert bo_regret.select_records([plain, cal, cal2], "aaa1", calibrated=True) == [cal2]
+    table = bo_regret.compare_checkpoints([plain, cal, cal2], ["aaa1+cal", "aaa1+cal2"])
+    assert "aaa1+cal2 - aaa1+cal: +1.000" in table
 
 
 def test_smoke_runs_record_the_calibration_setting(tmp_path):
@@ -184,3 +191,5 @@ def test_smoke_runs_record_the_calibration_setting(tmp_path):
     bo_regret.main([*argv, "--no-calibration"])
     lines = (tmp_path / "bo_regret_smoke.jsonl").read_text().splitlines()
     assert [json.loads(line)["calibrated"] for line in lines] == [True, False]
+    versions = [json.loads(line).get("calibration_version") for line in lines]
+    assert versions == [bo_regret.CALIBRATION_VERSION, None]

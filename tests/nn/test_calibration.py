@@ -13,7 +13,9 @@ from botorch_tnpkr.nn.calibration import held_out_errors
 from botorch_tnpkr.nn.causal import predict_paths
 from tests.nn.helpers import make_model, make_task
 
-SMALL_CAL = Calibration(folds=3, min_context=12, max_points=30, holdout=8)
+SMALL_CAL = Calibration(
+    folds=3, small_folds=5, small_context=20, min_context=12, max_points=30, holdout=8
+)
 
 
 def explicit_scale(model, xc, yc, cal: Calibration) -> torch.Tensor:
@@ -25,8 +27,9 @@ def explicit_scale(model, xc, yc, cal: Calibration) -> torch.Tensor:
         splits = [(order[: cal.holdout], order[cal.holdout :])]
     else:
         order = order[: cal.max_points]
-        part = torch.arange(len(order)) % cal.folds
-        splits = [(order[part == p], order[part != p]) for p in range(cal.folds)]
+        folds = cal.small_folds if xc.shape[1] < cal.small_context else cal.folds
+        part = torch.arange(len(order)) % folds
+        splits = [(order[part == p], order[part != p]) for p in range(folds)]
     out = []
     for i in range(xc.shape[0]):
         total, count = 0.0, 0
@@ -47,6 +50,28 @@ def test_factor_is_the_held_out_mean_squared_error(attention: str) -> None:
     got = variance_scale(model, xc, yc, calibration=SMALL_CAL)
     torch.testing.assert_close(got, explicit_scale(model, xc, yc, SMALL_CAL))
     assert not torch.allclose(got, torch.ones_like(got))
+
+
+@pytest.mark.parametrize("nc", [12, 17])
+def test_small_contexts_use_small_folds(nc: int) -> None:
+    model = make_model("softmax")
+    xc, yc, _ = make_task(b=2, nc=nc)
+    got = variance_scale(model, xc, yc, calibration=SMALL_CAL)
+    torch.testing.assert_close(got, explicit_scale(model, xc, yc, SMALL_CAL))
+    # Not the same as the folds of larger contexts.
+    larger = replace(SMALL_CAL, small_context=SMALL_CAL.min_context)
+    assert not torch.allclose(got, variance_scale(model, xc, yc, calibration=larger))
+
+
+def test_folds_in_chunks_equal_folds_at_once(monkeypatch) -> None:
+    """A budget that forces one fold per call changes nothing."""
+    from botorch_tnpkr.nn import calibration
+
+    model = make_model("softmax")
+    xc, yc, _ = make_task(b=3, nc=25)
+    whole = variance_scale(model, xc, yc, calibration=SMALL_CAL)
+    monkeypatch.setattr(calibration, "_PAIRS_PER_CALL", 1)
+    torch.testing.assert_close(variance_scale(model, xc, yc, calibration=SMALL_CAL), whole)
 
 
 @pytest.mark.parametrize("attention", ["softmax", "dka"])
@@ -75,17 +100,20 @@ def test_subset_above_max_points_without_holdout() -> None:
 
 
 def test_large_and_small_contexts_in_one_batch() -> None:
-    """A padded batch mixes a context above max_points (held out) with one below (folds): each
-    gets the factor it gets alone."""
+    """A padded batch mixes a context above max_points (held out), one calibrated with folds
+    and one with small folds: each gets the factor it gets alone."""
     model = make_model("softmax")
-    xc, yc, _ = make_task(b=2, nc=45)
-    mask = torch.ones(2, 45, dtype=torch.bool)
+    xc, yc, _ = make_task(b=3, nc=45)
+    mask = torch.ones(3, 45, dtype=torch.bool)
     mask[1, 20:] = False
+    mask[2, 15:] = False
     got = variance_scale(model, xc, yc, mask=mask, calibration=SMALL_CAL)
     torch.testing.assert_close(got[:1], explicit_scale(model, xc[:1], yc[:1], SMALL_CAL))
-    alone = variance_scale(model, xc[1:, :20], yc[1:, :20], calibration=SMALL_CAL)
-    torch.testing.assert_close(got[1:], alone)
-    torch.testing.assert_close(alone, explicit_scale(model, xc[1:, :20], yc[1:, :20], SMALL_CAL))
+    for i, n in ((1, 20), (2, 15)):
+        alone = variance_scale(model, xc[i : i + 1, :n], yc[i : i + 1, :n], calibration=SMALL_CAL)
+        torch.testing.assert_close(got[i : i + 1], alone)
+        expected = explicit_scale(model, xc[i : i + 1, :n], yc[i : i + 1, :n], SMALL_CAL)
+        torch.testing.assert_close(alone, expected)
 
 
 def test_small_contexts_keep_factor_one() -> None:
@@ -165,7 +193,9 @@ def test_no_gradient_through_the_factor() -> None:
     "changes",
     [
         {"folds": 1},
-        {"folds": 4, "min_context": 3},
+        {"small_folds": 1},
+        {"small_folds": 8, "min_context": 6, "small_context": 10},
+        {"folds": 40, "min_context": 20, "small_context": 30},
         {"min_context": 64, "max_points": 32},
         {"prior_weight": 0.0},
         {"holdout": 0},

@@ -20,21 +20,23 @@ nearly as large as the one calibrated:
   (a pilot design and a cluster) the held-out points, mostly in the cluster, understate the
   errors far from it, and calibration made the gap worse (``benchmarks/variance_calibration.py
   --layout bo``);
-* up to ``small_context`` (128) points: ``small_folds`` (16) folds, each predicted from the
-  other 15/16 of the context. The network's calibration changes fastest with the context
-  size at small sizes: at n = 32 and 64, 4 folds (predicting from 3/4 of the context) gained
-  nothing or less on both layouts;
-* up to ``max_points`` (512): ``folds`` (4) folds; here 16 folds gained nothing at 16/4 times
-  the cost;
+* from there to below ``small_context`` (128) points: ``small_folds`` (16) folds, each
+  predicted from the other 15/16 of the context. The network's calibration changes fastest
+  with the context size at small sizes: at n = 32 and 64, 4 folds (predicting from 3/4 of
+  the context) gained less than 16 on both layouts, and nothing at n = 32;
+* from ``small_context`` to ``max_points`` (512): ``folds`` (4) folds; at n = 128, 16 folds
+  gained nothing at about 4 times the compute;
 * above ``max_points``: ``holdout`` (128) seeded points predicted from all the other ``n -
   holdout``, about the cost of one more encoding of the context. Folds drawn from a subset
   of ``max_points`` points (``holdout=None``; cheaper, a fixed cost) measure the network at a
-  context size where it is calibrated differently: beyond the trained context they left
-  about half of what a per-task factor gains (``benchmarks/variance_calibration.py
+  context size where it is calibrated differently: at 4x the trained context they left
+  about two thirds of what a per-task factor gains (``benchmarks/variance_calibration.py
   --sizes 2048``).
 
 The folds of one context run as one batch of contexts (in chunks of bounded size), so many
-small folds cost about one forward pass, not one per fold.
+small folds cost one batched call, not one call per fold; their compute still grows with
+their number (one LogEI step at n = 100 took 1.5x as long with calibration as without,
+``benchmarks/checkpoint_step_cost.py --calibration both``).
 
 Every split is seeded and shared by all tasks, so the factor is a deterministic function of
 the context, whatever batch or padding it comes with.

@@ -144,79 +144,66 @@ def _order(mask: Tensor, seed: int) -> Tensor:
 _PAIRS_PER_CALL = 2**22
 
 
-def _fold_sums(
+def _split_sums(
     network: TNPKR,
     points: tuple[Tensor, Tensor, Tensor | None, Tensor],
-    folds: int,
+    splits: tuple[Tensor, Tensor, Tensor, Tensor],
     tasks: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """`B` sums of ``z^2`` over ``folds`` folds of the positions of ``points`` (fold ``p``
-    holds positions ``p, p + folds, ...``), each fold predicted from the valid points of the
-    other folds alone, and `B` numbers of held-out points; only the tasks where ``tasks``
-    (`B` bool) count, the others get 0.
+    """`B` sums of ``z^2`` of held-out predictions and `B` numbers of held-out points; only the
+    tasks where ``tasks`` (`B` bool) are predicted, the others get 0.
 
-    ``points`` is ``(x, y, yvar or None, valid)`` in the split's order (``_gathered``). The
-    folds run as a batch of contexts, padded to one size (padding is masked)."""
+    ``points`` is ``(x, y, yvar or None, valid)`` in the split's order (``_gathered``).
+    ``splits`` is ``(keep, keep_real, out, out_real)``: `S x k` and `S x o` positions of ``S``
+    splits, each predicting its ``out`` points from the valid ``keep`` points alone (the
+    ``*_real`` masks mark padding of the index rows). The splits run as a batch of contexts,
+    in chunks of about ``_PAIRS_PER_CALL`` (query, key) pairs."""
     x, y, v, valid = points
+    keep, keep_real, out, out_real = splits
     total = torch.zeros(x.shape[0], dtype=y.dtype, device=y.device)
     count = torch.zeros(x.shape[0], dtype=torch.long, device=y.device)
     chosen = tasks.nonzero().squeeze(-1)
     x, y, valid = x[chosen], y[chosen], valid[chosen]
     v = None if v is None else v[chosen]
-    m, device = x.shape[1], x.device
-    size = -(-m // folds)
-    grid = torch.arange(size * folds, device=device).view(size, folds).T  # fold p: p + folds*j
-    out, out_real = grid.clamp(max=m - 1), grid < m  # (folds, size)
-    rank = torch.arange(m, device=device)
-    # The other folds' positions in order, padded at the end: (folds, m - min fold size).
-    others = torch.stack(
-        [torch.cat([rank[rank % folds != p], rank[rank % folds == p]]) for p in range(folds)]
-    )
-    keep_size = m - int(out_real.sum(-1).min())
-    keep = others[:, :keep_size]
-    keep_real = (keep % folds) != torch.arange(folds, device=device).unsqueeze(-1)
-    step = max(1, _PAIRS_PER_CALL // max(1, len(chosen) * keep_size * (keep_size + size)))
-    sums = torch.zeros(len(chosen), dtype=y.dtype, device=y.device)
-    held_count = torch.zeros(len(chosen), dtype=torch.long, device=y.device)
-    for first in range(0, folds, step):
+    b, (num_splits, k_size), o_size = len(chosen), keep.shape, out.shape[-1]
+    step = max(1, _PAIRS_PER_CALL // max(1, b * k_size * (k_size + o_size)))
+    sums = torch.zeros(b, dtype=y.dtype, device=y.device)
+    held_count = torch.zeros(b, dtype=torch.long, device=y.device)
+    for first in range(0, num_splits, step):
         part = slice(first, first + step)
-        k, o = keep[part], out[part]  # (c, keep_size), (c, size)
-        held = valid[:, o] & out_real[part]  # (b, c, size)
+        k, o = keep[part], out[part]  # (c, k_size), (c, o_size)
+        held = valid[:, o] & out_real[part]  # (b, c, o_size)
         if not bool(held.any()):
             continue
-        b, c = len(chosen), k.shape[0]
+        c = k.shape[0]
         pred = network(
-            x[:, k].reshape(b * c, keep_size, -1),
-            y[:, k].reshape(b * c, keep_size),
-            x[:, o].reshape(b * c, size, -1),
-            yvar=None if v is None else v[:, k].reshape(b * c, keep_size),
-            mask=(valid[:, k] & keep_real[part]).reshape(b * c, keep_size),
+            x[:, k].reshape(b * c, k_size, -1),
+            y[:, k].reshape(b * c, k_size),
+            x[:, o].reshape(b * c, o_size, -1),
+            yvar=None if v is None else v[:, k].reshape(b * c, k_size),
+            mask=(valid[:, k] & keep_real[part]).reshape(b * c, k_size),
         )
-        z2 = (y[:, o] - pred.mean.view(b, c, size)) ** 2 / pred.yvar.view(b, c, size)
+        z2 = (y[:, o] - pred.mean.view(b, c, o_size)) ** 2 / pred.yvar.view(b, c, o_size)
         sums = sums + torch.where(held, z2, torch.zeros_like(z2)).sum((-1, -2))
         held_count = held_count + held.sum((-1, -2))
     total[chosen], count[chosen] = sums, held_count
     return total, count
 
 
-def _held_out_sum(
-    network: TNPKR,
-    points: tuple[Tensor, Tensor, Tensor | None, Tensor],
-    keep: Tensor,
-    out: Tensor,
-    held: Tensor,
-) -> Tensor:
-    """`B` sums of ``z^2`` over the points at positions ``out`` where ``held`` (`B x |out|`),
-    each predicted from the valid points at positions ``keep`` alone.
-
-    ``points`` is ``(x, y, yvar or None, valid)`` in the split's order (``_gathered``)."""
-    x, y, v, valid = points
-    pred = network(
-        x[:, keep], y[:, keep], x[:, out], yvar=None if v is None else v[:, keep],
-        mask=valid[:, keep],
-    )  # fmt: skip
-    z2 = (y[:, out] - pred.mean) ** 2 / pred.yvar
-    return torch.where(held, z2, torch.zeros_like(z2)).sum(-1)
+def _fold_splits(m: int, folds: int, device: torch.device) -> tuple[Tensor, ...]:
+    """``folds`` splits of ``m`` positions for ``_split_sums``: fold ``p`` holds positions
+    ``p, p + folds, ...`` and is predicted from all the others (rows padded to one size)."""
+    size = -(-m // folds)
+    grid = torch.arange(size * folds, device=device).view(size, folds).T  # fold p: p + folds*j
+    out, out_real = grid.clamp(max=m - 1), grid < m  # (folds, size)
+    rank = torch.arange(m, device=device)
+    # The other folds' positions in order, padded at the end with the fold's own (masked).
+    others = torch.stack(
+        [torch.cat([rank[rank % folds != p], rank[rank % folds == p]]) for p in range(folds)]
+    )
+    keep = others[:, : m - int(out_real.sum(-1).min())]
+    keep_real = (keep % folds) != torch.arange(folds, device=device).unsqueeze(-1)
+    return keep, keep_real, out, out_real
 
 
 def _gathered(
@@ -264,22 +251,32 @@ def held_out_errors(
     small = size < calibration.small_context
     total = torch.zeros(xc.shape[0], dtype=yc.dtype, device=yc.device)
     count = torch.zeros(xc.shape[0], dtype=torch.long, device=yc.device)
+    subset = None  # the first max_points of the order, shared by both fold counts
     for folds, tasks in (
         (calibration.small_folds, eligible & small & ~large),
         (calibration.folds, eligible & ~small & ~large),
     ):
         if bool(tasks.any()):
             # Every task shares the order, so a fold is the same positions in every task.
-            points = _gathered(xc, yc, yvar, mask, order[:, : calibration.max_points])
-            fold_total, fold_count = _fold_sums(network, points, folds, tasks)
+            if subset is None:
+                subset = _gathered(xc, yc, yvar, mask, order[:, : calibration.max_points])
+            splits = _fold_splits(subset[0].shape[1], folds, order.device)
+            fold_total, fold_count = _split_sums(network, subset, splits, tasks)
             total, count = total + fold_total, count + fold_count
     if bool(large.any()):
+        # One split: the first ``holdout`` positions against all the others.
+        n, h = order.shape[-1], calibration.holdout
+        position = torch.arange(n, device=order.device).unsqueeze(0)
+        keep, out = position[:, h:], position[:, :h]
+        splits = (
+            keep,
+            torch.ones_like(keep, dtype=torch.bool),
+            out,
+            torch.ones_like(out, dtype=torch.bool),
+        )
         points = _gathered(xc, yc, yvar, mask, order)
-        position = torch.arange(order.shape[-1], device=order.device)
-        out, keep = position[: calibration.holdout], position[calibration.holdout :]
-        held = points[3][:, out] & large.unsqueeze(-1)
-        total = total + _held_out_sum(network, points, keep, out, held)
-        count = count + held.sum(-1)
+        held_total, held_count = _split_sums(network, points, splits, large)
+        total, count = total + held_total, count + held_count
     return total, count
 
 

@@ -176,6 +176,10 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
         calibrate=not args.no_calibration,
     )
     sha = checkpoint_sha(args.checkpoint)
+    # What identifies the TNP-KR surrogate of a run (``tnpkr_identity``).
+    surrogate: dict[str, Any] = {"checkpoint_sha256": sha, "calibrated": options.calibrate}
+    if options.calibrate:
+        surrogate["calibration_version"] = CALIBRATION_VERSION
     done = finished_runs(args.results)
     facts = machine_facts(torch.device("cpu"))
     started = time.monotonic()
@@ -192,9 +196,7 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
             "num_restarts": args.num_restarts,
             "raw_samples": args.raw_samples,
             "n_init": 2 * problem.dim + 2,
-            "checkpoint_sha256": sha,
-            "calibrated": options.calibrate,
-            **({"calibration_version": CALIBRATION_VERSION} if options.calibrate else {}),
+            **surrogate,
         }
         if done.get(run_key(probe), -1) < args.iterations:
             done = finished_runs(args.results)  # another runner may have done it meanwhile
@@ -218,9 +220,7 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"stopping: {err}", file=sys.stderr)
             break
         if method == "tnpkr":
-            record.update(checkpoint_sha256=sha, calibrated=options.calibrate)
-            if options.calibrate:
-                record["calibration_version"] = CALIBRATION_VERSION
+            record.update(surrogate)
         record.update(machine=facts, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         append_record(args.results, record)
         new.append(record)

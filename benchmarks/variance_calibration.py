@@ -141,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     network = load_checkpoint(args.checkpoint).double().eval()
     # Every size is calibrated here (min_context at its floor), to show where it pays.
-    calibration = replace(
-        Calibration(), folds=args.folds, small_folds=args.small_folds, min_context=args.small_folds
+    calibration = Calibration(
+        folds=args.folds, small_folds=args.small_folds, min_context=args.small_folds
     )
     rows = []
     for n in args.sizes:

@@ -10,7 +10,9 @@ histories and scores a single LogEI step of every model from each of them, paire
   checkpoint takes minutes;
 * each model (``gp`` or a TNP-KR checkpoint: a registered name or a ``.safetensors`` path;
   with ``:known`` appended, told the noise level instead of inferring it: the true one,
-  floored at 1e-6 of the variance of Y, see ``known_noise``) is built on the history and
+  floored at 1e-6 of the variance of Y, see ``known_noise``; with ``:nocal`` appended, a
+  checkpoint without ``TNPKRModel``'s variance calibration, as rows made before session 18
+  were; both: ``:known:nocal``) is built on the history and
   ``LogExpectedImprovement(best_f=max Y)`` is optimised with the suite's budgets, under the
   same torch seed for every model;
 * scores, per history and model:
@@ -209,26 +211,44 @@ def known_noise(Y: Tensor, noise_std: float) -> Tensor:
     return torch.full_like(Y, max(noise_std**2, floor))
 
 
+MODEL_SUFFIXES = ("known", "nocal")
+
+
+def parse_spec(spec: str) -> tuple[str, bool, bool]:
+    """``(base, known, calibrate)`` of a ``--models`` entry ``base[:known][:nocal]``."""
+    base, *suffixes = spec.split(":")
+    unknown = [s for s in suffixes if s not in MODEL_SUFFIXES]
+    if unknown or len(set(suffixes)) < len(suffixes):
+        raise ValueError(
+            f"Bad model suffixes {suffixes} in {spec!r}; allowed: ':known' and/or ':nocal'."
+        )
+    if base == "gp" and "nocal" in suffixes:
+        raise ValueError(f"{spec!r}: ':nocal' applies to TNP-KR checkpoints only.")
+    return base, "known" in suffixes, "nocal" not in suffixes
+
+
 def make_model(spec: str, X: Tensor, Y: Tensor, noise_std: float):
-    """The model of a ``--models`` entry: ``gp`` or a checkpoint, with ``:known`` appended
-    for a model told the noise level (``known_noise``) instead of inferring it."""
-    base, _, suffix = spec.partition(":")
-    if suffix not in ("", "known"):
-        raise ValueError(f"Unknown model suffix {suffix!r} in {spec!r}; allowed: ':known'.")
-    Yvar = known_noise(Y, noise_std) if suffix else None
+    """The model of a ``--models`` entry: ``gp`` or a checkpoint, with ``:known`` for a model
+    told the noise level (``known_noise``) instead of inferring it and ``:nocal`` for a
+    checkpoint without variance calibration."""
+    base, known, calibrate = parse_spec(spec)
+    Yvar = known_noise(Y, noise_std) if known else None
     if base == "gp":
         return build_model("gp", X, Y, StepOptions(), Yvar=Yvar)
-    return build_model("tnpkr", X, Y, StepOptions(checkpoint=base), Yvar=Yvar)
+    options = StepOptions(checkpoint=base, calibrate=calibrate)
+    return build_model("tnpkr", X, Y, options, Yvar=Yvar)
 
 
 def model_label(spec: str) -> str:
-    """``gp``, or the checkpoint's name and the first 8 hex digits of its sha256 (and any
-    ``:known`` suffix)."""
-    base, sep, suffix = spec.partition(":")
+    """``gp`` (``gp:known``), or the checkpoint's name and the first 8 hex digits of its
+    sha256, then ``:known`` if told the noise and ``:cal`` if calibrated. Rows scored before
+    calibration existed carry no ``:cal``, so ``--reuse`` matches them to ``:nocal`` runs
+    only, never to calibrated ones."""
+    base, known, calibrate = parse_spec(spec)
     if base == "gp":
-        return spec
+        return "gp:known" if known else "gp"
     path, _ = resolve_checkpoint(base)
-    return f"{Path(base).stem}@{file_sha256(path)[:8]}{sep}{suffix}"
+    return f"{Path(base).stem}@{file_sha256(path)[:8]}" + ":known" * known + ":cal" * calibrate
 
 
 # Settings that change a model's scores on a history; rows are reused only when they match.

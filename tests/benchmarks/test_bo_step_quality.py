@@ -85,9 +85,24 @@ def test_known_noise_models_get_the_floored_true_level():
     told = bsq.make_model("tnpkr-exact:known", X, Y, 0.5)
     assert torch.equal(told.train_Yvar, torch.full_like(Y, 0.25))
     assert bsq.make_model("tnpkr-exact", X, Y, 0.5).train_Yvar is None
-    assert bsq.model_label("tnpkr-exact:known").endswith(":known")
+    assert bsq.model_label("tnpkr-exact:known").endswith(":known:cal")
     with pytest.raises(ValueError, match="allowed: ':known'"):
         bsq.make_model("gp:exact", X, Y, 0.0)
+
+
+def test_calibration_is_a_model_suffix_and_part_of_the_label():
+    X = torch.rand(40, 2, dtype=torch.float64)
+    Y = torch.sin(6 * X).sum(-1, keepdim=True)
+    assert bsq.make_model("tnpkr-exact", X, Y, 0.0)._calibration is not None
+    assert bsq.make_model("tnpkr-exact:nocal", X, Y, 0.0)._calibration is None
+    assert bsq.make_model("tnpkr-exact:known:nocal", X, Y, 0.0)._calibration is None
+    calibrated, plain = bsq.model_label("tnpkr-exact"), bsq.model_label("tnpkr-exact:nocal")
+    # rows scored before calibration existed carry the plain label: never reused as calibrated
+    assert calibrated == plain + ":cal" and ":" not in plain
+    assert bsq.model_label("tnpkr-exact:nocal:known") == plain + ":known"
+    for bad in ("gp:nocal", "tnpkr-exact:nocal:nocal", "tnpkr-exact:cal"):
+        with pytest.raises(ValueError, match=r"suffix|TNP-KR"):
+            bsq.parse_spec(bad)
 
 
 def test_histories_made_with_other_budgets_are_run_again(tmp_path):

@@ -161,7 +161,12 @@ def test_multi_objective_with_outcome_constraint_and_choice(fast_options):
         ],
         name="moo",
     )
-    client.configure_optimization(objective="f1, -f2", outcome_constraints=["g <= 0.8"])
+    # Explicit objective thresholds (constraints on the objectives): without them Ax infers
+    # thresholds from the model's predicted frontier, and a tiny untrained network's
+    # predictions can put every observed point behind them (an empty frontier).
+    client.configure_optimization(
+        objective="f1, -f2", outcome_constraints=["g <= 0.8", "f1 >= 0.0", "f2 <= 2.0"]
+    )
     configure_tnpkr(client, **fast_options)
     shift = {"a": 0.0, "b": 0.3, "c": 0.6}
 
@@ -179,6 +184,21 @@ def test_multi_objective_with_outcome_constraint_and_choice(fast_options):
     assert {t.arm.parameters["c"] for t in client._experiment.trials.values()} <= set(shift)
     front = client.get_pareto_frontier(use_model_predictions=False)
     assert front and all({"f1", "f2"} <= set(values) for _, values, _, _ in front)
+    # the observed frontier is exactly the feasible points no other feasible point dominates
+    observed = {
+        name: (v["f1"], v["f2"])
+        for name, v in (
+            (t.arm.name, evaluate(t.arm.parameters)) for t in client._experiment.trials.values()
+        )
+        if v["g"] <= 0.8
+    }
+    dominated = {
+        a
+        for a, (f1, f2) in observed.items()
+        for b, (g1, g2) in observed.items()
+        if b != a and g1 >= f1 and g2 <= f2 and (g1, g2) != (f1, f2)
+    }
+    assert {arm for _, _, _, arm in front} == set(observed) - dominated
 
 
 def test_too_many_encoded_dimensions_fail_before_any_trial(fast_options):

@@ -38,6 +38,7 @@ from typing import Any, TextIO
 from ax.api.client import Client
 from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig
 from ax.core.trial_status import TrialStatus
+from ax.core.types import ComparisonOp
 from ax.exceptions.core import SearchSpaceExhausted
 from ax.utils.common.logger import set_ax_logger_levels
 
@@ -288,11 +289,108 @@ def _count(client: Client, status: TrialStatus) -> int:
     return sum(trial.status == status for trial in client._experiment.trials.values())
 
 
+def _observed_means(client: Client) -> dict[int, dict[str, float]]:
+    """Mean of every metric of every COMPLETED trial: ``{trial index: {metric: mean}}``."""
+    completed = {
+        index
+        for index, trial in client._experiment.trials.items()
+        if trial.status == TrialStatus.COMPLETED
+    }
+    means: dict[int, dict[str, float]] = {index: {} for index in completed}
+    frame = client._experiment.lookup_data().df
+    for index, name, mean in zip(
+        frame["trial_index"], frame["metric_name"], frame["mean"], strict=True
+    ):
+        if int(index) in means:
+            means[int(index)][str(name)] = float(mean)
+    return means
+
+
+def observed_nondominated(client: Client) -> list[int]:
+    """COMPLETED trials of a multi-objective experiment that no other one dominates.
+
+    Objective thresholds are ignored. A trial counts only if it has every metric these need and
+    satisfies the absolute outcome constraints (relative ones need a status-quo arm and are
+    not checked). Returns trial indices in ascending order.
+    """
+    config = client._experiment.optimization_config
+    signs = dict(config.objective.metric_weights)  # +1 maximise, -1 minimise
+    constraints = [c for c in config.outcome_constraints if not c.relative]
+    needed = set(signs).union(*(c.metric_names for c in constraints))
+    feasible = {}
+    for index, values in _observed_means(client).items():
+        if not needed <= set(values):
+            continue
+        totals = [(c, sum(w * values[n] for n, w in c.metric_weights)) for c in constraints]
+        if all(
+            total <= c.bound if c.op == ComparisonOp.LEQ else total >= c.bound
+            for c, total in totals
+        ):
+            feasible[index] = tuple(signs[name] * values[name] for name in signs)
+
+    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return sorted(
+        i for i, a in feasible.items() if not any(dominates(b, a) for b in feasible.values())
+    )
+
+
+def empty_front_hint(client: Client) -> list[str]:
+    """Why Ax's observed Pareto front came out empty, and the non-dominated trials instead."""
+    config = client._experiment.optimization_config
+    given = {n for threshold in config.objective_thresholds for n in threshold.metric_names}
+    missing = [name for name in config.objective.metric_names if name not in given]
+    if missing:
+        first, sign = missing[0], dict(config.objective.metric_weights)[missing[0]]
+        example = f"'{first} {'>=' if sign > 0 else '<='} <worst acceptable value>'"
+        lines = [
+            f"Ax's Pareto front is empty: no objective threshold was given for {missing}, so "
+            "Ax inferred thresholds from the model's predictions and no observed trial beats "
+            "them. Give thresholds as outcome constraints on the objectives, e.g. "
+            f"{example}."
+        ]
+    else:
+        thresholds = [t.expression for t in config.objective_thresholds]
+        lines = [
+            "Ax's Pareto front is empty: no completed trial satisfies the outcome constraints "
+            f"and beats the objective thresholds {thresholds}."
+        ]
+    means = _observed_means(client)
+    front = observed_nondominated(client)
+    names = config.objective.metric_names
+    shown = [f"{i}: {_format({n: means[i][n] for n in names})}" for i in front]
+    lines.append(f"observed non-dominated trial(s), thresholds ignored: {shown}")
+    return lines
+
+
+def generation_failure(client: Client, err: Exception) -> str:
+    """The message for a failed ``get_next_trials``, with the likely cause where one is known."""
+    text = f"Generating the next trial(s) failed inside Ax: {type(err).__name__}: {err}."
+    config = client._experiment.optimization_config
+    if config.is_moo_problem:
+        given = {n for t in config.objective_thresholds for n in t.metric_names}
+        missing = [n for n in config.objective.metric_names if n not in given]
+        if given and missing:
+            text += (
+                f" Objective thresholds are given for {sorted(given)} but not for {missing}: "
+                "Ax then infers the missing ones from the trials the model predicts feasible, "
+                "and fails when there are none. Give a threshold for every objective (or none)."
+            )
+    return (
+        text + " Completed trials are kept in the snapshot. On resume the objective and "
+        "constraints come from the snapshot: to change them, use a new snapshot path."
+    )
+
+
 def _report_best(client: Client, progress: Progress) -> None:
     try:
         if client._experiment.optimization_config.is_moo_problem:
             front = client.get_pareto_frontier(use_model_predictions=False)
             progress.line(f"Pareto front: {len(front)} trial(s): {[t[2] for t in front]}")
+            if not front:
+                for text in empty_front_hint(client):
+                    progress.line(text)
         else:
             parameters, values, index, _ = client.get_best_parameterization(
                 use_model_predictions=False
@@ -356,6 +454,10 @@ def run(config: RunnerConfig, progress: str = "auto", stream: TextIO | None = No
                 except SearchSpaceExhausted as err:  # e.g. every point of a discrete space
                     exhausted = True
                     bar.line(f"stopping after this batch: the search space is exhausted ({err})")
+                except TNPKRError:
+                    raise
+                except Exception as err:  # Ax's own failures, e.g. NaN inferred thresholds
+                    raise RunnerError(generation_failure(client, err)) from err
             if not batch:
                 if exhausted:
                     break

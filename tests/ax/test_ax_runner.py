@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -13,10 +14,19 @@ from pathlib import Path
 import pytest
 import yaml
 from ax.api.client import Client
+from ax.api.configs import RangeParameterConfig
 from ax.core.trial_status import TrialStatus
 
 from botorch_tnpkr.ax.config import RunnerConfigError, load_config, parse_config
-from botorch_tnpkr.ax.runner import Progress, RunnerError, main, normalize_outcome, run
+from botorch_tnpkr.ax.runner import (
+    Progress,
+    RunnerError,
+    empty_front_hint,
+    main,
+    normalize_outcome,
+    observed_nondominated,
+    run,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -339,3 +349,113 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path, tiny_ch
     keys = [json.dumps(p, sort_keys=True) for p in finished]
     assert len(set(keys)) == budget
     assert not list(snapshot.parent.glob("*.tmp"))
+
+
+MOO_OBJECTIVE = """
+def evaluate(p):
+    x, y = p["x"], p["y"]
+    return {"f1": x + y, "f2": (y - 0.5) ** 2 + x, "g": x * y}
+"""
+
+
+def _moo_values(parameters: dict) -> dict:
+    namespace: dict = {}
+    exec(MOO_OBJECTIVE, namespace)
+    return namespace["evaluate"](parameters)
+
+
+def test_an_empty_pareto_front_is_explained(tmp_path, tiny_checkpoint, capsys):
+    module = f"moo_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(MOO_OBJECTIVE)
+    config = experiment(
+        tmp_path,
+        tiny_checkpoint,
+        parameters=[
+            {"name": "x", "type": "float", "bounds": [0, 1]},
+            {"name": "y", "type": "float", "bounds": [0, 1]},
+        ],
+        objective="f1, -f2",
+        outcome_constraints=["g <= 0.3", "f1 >= 100.0", "f2 <= 50.0"],
+        evaluate=f"{module}:evaluate",
+        budget=6,
+        batch_size=3,
+    )
+    client = run(load_config(write(tmp_path, config)), progress="lines")
+    err = capsys.readouterr().err
+    # f1 >= 100 is out of reach, so Ax's observed frontier is empty and the runner says why
+    assert "Pareto front: 0 trial(s)" in err
+    assert "beats the objective thresholds" in err and "f1 >= 100" in err
+    # ... and lists the observed non-dominated feasible trials instead: check by brute force
+    expected = _brute_force_front(client, feasible=lambda v: v["g"] <= 0.3)
+    assert expected and len(expected) < len(client._experiment.trials)  # a real filter
+    assert observed_nondominated(client) == expected
+    listed = err.split("thresholds ignored: ")[1].splitlines()[0]
+    assert [int(item.split(":")[0]) for item in ast.literal_eval(listed)] == expected
+
+
+def test_the_hint_names_objectives_without_thresholds():
+    client = Client(random_seed=0)
+    client.configure_experiment(
+        parameters=[
+            RangeParameterConfig(name=n, parameter_type="float", bounds=(0, 1)) for n in "xy"
+        ],
+        name="hint",
+    )
+    client.configure_optimization(objective="-f2, f1")
+    points = [(0.1, 0.9), (0.5, 0.5), (0.9, 0.2), (0.3, 0.3), (0.95, 0.95)]
+    for x, y in points:
+        index = client.attach_trial(parameters={"x": x, "y": y})
+        client.complete_trial(index, raw_data=_moo_values({"x": x, "y": y}))
+    failed = client.attach_trial(parameters={"x": 0.0, "y": 0.0})
+    client.mark_trial_failed(failed)
+    first, second = empty_front_hint(client)
+    assert "no objective threshold was given for ['f2', 'f1']" in first
+    assert "'f2 <= <worst acceptable value>'" in first
+    expected = _brute_force_front(client, feasible=lambda v: True)
+    assert 0 < len(expected) < len(points) and failed not in expected
+    assert observed_nondominated(client) == expected
+    assert [int(item.split(":")[0]) for item in ast.literal_eval(second.split(": ", 1)[1])] == (
+        expected
+    )
+
+
+def _brute_force_front(client: Client, feasible) -> list[int]:
+    values = {
+        index: _moo_values(trial.arm.parameters)
+        for index, trial in client._experiment.trials.items()
+        if trial.status == TrialStatus.COMPLETED
+    }
+    points = {i: (v["f1"], -v["f2"]) for i, v in values.items() if feasible(v)}
+    return sorted(
+        i
+        for i, a in points.items()
+        if not any(b[0] >= a[0] and b[1] >= a[1] and b != a for b in points.values())
+    )
+
+
+def test_a_failure_inside_ax_is_a_runner_error_with_the_cause(tmp_path, tiny_checkpoint, capsys):
+    # Ax 1.3.1 (with any model) fails on NaN thresholds when only some objectives have one and
+    # no observed trial is feasible: the runner must say so instead of dying in Ax's internals.
+    module = f"moo_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(MOO_OBJECTIVE)
+    config = experiment(
+        tmp_path,
+        tiny_checkpoint,
+        parameters=[
+            {"name": "x", "type": "float", "bounds": [0, 1]},
+            {"name": "y", "type": "float", "bounds": [0, 1]},
+        ],
+        objective="f1, -f2",
+        outcome_constraints=["g <= -1.0", "f1 >= 100.0"],
+        evaluate=f"{module}:evaluate",
+        budget=6,
+        batch_size=3,
+    )
+    path = write(tmp_path, config)
+    assert main([str(path), "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "error: Generating the next trial(s) failed inside Ax" in err
+    assert "given for ['f1'] but not for ['f2']" in err
+    snapshot = Client.load_from_json_file(str(tmp_path / "out" / "snapshot.json"))
+    completed = [t for t in snapshot._experiment.trials.values() if t.status.is_completed]
+    assert len(completed) == 3  # the initial batch is kept

@@ -364,22 +364,25 @@ def _moo_values(parameters: dict) -> dict:
     return namespace["evaluate"](parameters)
 
 
-def test_an_empty_pareto_front_is_explained(tmp_path, tiny_checkpoint, capsys):
+def _moo_experiment(tmp_path: Path, checkpoint: Path, constraints: list[str]) -> dict:
+    """Two objectives (maximise f1, minimise f2) of x, y in [0, 1], with ``constraints``."""
     module = f"moo_{tmp_path.name.replace('-', '_')}"
     (tmp_path / f"{module}.py").write_text(MOO_OBJECTIVE)
-    config = experiment(
+    parameters = [{"name": n, "type": "float", "bounds": [0, 1]} for n in ("x", "y")]
+    return experiment(
         tmp_path,
-        tiny_checkpoint,
-        parameters=[
-            {"name": "x", "type": "float", "bounds": [0, 1]},
-            {"name": "y", "type": "float", "bounds": [0, 1]},
-        ],
+        checkpoint,
+        parameters=parameters,
         objective="f1, -f2",
-        outcome_constraints=["g <= 0.3", "f1 >= 100.0", "f2 <= 50.0"],
+        outcome_constraints=constraints,
         evaluate=f"{module}:evaluate",
         budget=6,
         batch_size=3,
     )
+
+
+def test_an_empty_pareto_front_is_explained(tmp_path, tiny_checkpoint, capsys):
+    config = _moo_experiment(tmp_path, tiny_checkpoint, ["g <= 0.3", "f1 >= 100.0", "f2 <= 50.0"])
     client = run(load_config(write(tmp_path, config)), progress="lines")
     err = capsys.readouterr().err
     # f1 >= 100 is out of reach, so Ax's observed frontier is empty and the runner says why
@@ -436,21 +439,7 @@ def _brute_force_front(client: Client, feasible) -> list[int]:
 def test_a_failure_inside_ax_is_a_runner_error_with_the_cause(tmp_path, tiny_checkpoint, capsys):
     # Ax 1.3.1 (with any model) fails on NaN thresholds when only some objectives have one and
     # no observed trial is feasible: the runner must say so instead of dying in Ax's internals.
-    module = f"moo_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{module}.py").write_text(MOO_OBJECTIVE)
-    config = experiment(
-        tmp_path,
-        tiny_checkpoint,
-        parameters=[
-            {"name": "x", "type": "float", "bounds": [0, 1]},
-            {"name": "y", "type": "float", "bounds": [0, 1]},
-        ],
-        objective="f1, -f2",
-        outcome_constraints=["g <= -1.0", "f1 >= 100.0"],
-        evaluate=f"{module}:evaluate",
-        budget=6,
-        batch_size=3,
-    )
+    config = _moo_experiment(tmp_path, tiny_checkpoint, ["g <= -1.0", "f1 >= 100.0"])
     path = write(tmp_path, config)
     assert main([str(path), "--progress", "none"]) == 2
     err = capsys.readouterr().err

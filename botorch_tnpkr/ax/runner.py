@@ -336,11 +336,18 @@ def observed_nondominated(client: Client) -> list[int]:
     )
 
 
+def _thresholds_given_and_missing(client: Client) -> tuple[list[str], list[str]]:
+    """Objectives of a multi-objective experiment with and without an objective threshold."""
+    config = client._experiment.optimization_config
+    given = {n for threshold in config.objective_thresholds for n in threshold.metric_names}
+    names = config.objective.metric_names
+    return [n for n in names if n in given], [n for n in names if n not in given]
+
+
 def empty_front_hint(client: Client) -> list[str]:
     """Why Ax's observed Pareto front came out empty, and the non-dominated trials instead."""
     config = client._experiment.optimization_config
-    given = {n for threshold in config.objective_thresholds for n in threshold.metric_names}
-    missing = [name for name in config.objective.metric_names if name not in given]
+    _, missing = _thresholds_given_and_missing(client)
     if missing:
         first, sign = missing[0], dict(config.objective.metric_weights)[missing[0]]
         example = f"'{first} {'>=' if sign > 0 else '<='} <worst acceptable value>'"
@@ -367,13 +374,11 @@ def empty_front_hint(client: Client) -> list[str]:
 def generation_failure(client: Client, err: Exception) -> str:
     """The message for a failed ``get_next_trials``, with the likely cause where one is known."""
     text = f"Generating the next trial(s) failed inside Ax: {type(err).__name__}: {err}."
-    config = client._experiment.optimization_config
-    if config.is_moo_problem:
-        given = {n for t in config.objective_thresholds for n in t.metric_names}
-        missing = [n for n in config.objective.metric_names if n not in given]
+    if client._experiment.optimization_config.is_moo_problem:
+        given, missing = _thresholds_given_and_missing(client)
         if given and missing:
             text += (
-                f" Objective thresholds are given for {sorted(given)} but not for {missing}: "
+                f" Objective thresholds are given for {given} but not for {missing}: "
                 "Ax then infers the missing ones from the trials the model predicts feasible, "
                 "and fails when there are none. Give a threshold for every objective (or none)."
             )

@@ -35,12 +35,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
 from ax.api.client import Client
 from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig
 from ax.core.trial_status import TrialStatus
 from ax.core.types import ComparisonOp
 from ax.exceptions.core import SearchSpaceExhausted
 from ax.utils.common.logger import set_ax_logger_levels
+from botorch.utils.multi_objective.pareto import is_non_dominated
 
 from botorch_tnpkr.ax.config import ParameterSpec, RunnerConfig, RunnerConfigError, load_config
 from botorch_tnpkr.ax.strategy import configure_tnpkr
@@ -306,19 +308,22 @@ def _observed_means(client: Client) -> dict[int, dict[str, float]]:
     return means
 
 
-def observed_nondominated(client: Client) -> list[int]:
+def observed_nondominated(
+    client: Client, means: dict[int, dict[str, float]] | None = None
+) -> list[int]:
     """COMPLETED trials of a multi-objective experiment that no other one dominates.
 
     Objective thresholds are ignored. A trial counts only if it has every metric these need and
     satisfies the absolute outcome constraints (relative ones need a status-quo arm and are
-    not checked). Returns trial indices in ascending order.
+    not checked). ``means`` is ``_observed_means(client)`` where the caller has it already.
+    Returns trial indices in ascending order.
     """
     config = client._experiment.optimization_config
     signs = dict(config.objective.metric_weights)  # +1 maximise, -1 minimise
     constraints = [c for c in config.outcome_constraints if not c.relative]
     needed = set(signs).union(*(c.metric_names for c in constraints))
     feasible = {}
-    for index, values in _observed_means(client).items():
+    for index, values in (_observed_means(client) if means is None else means).items():
         if not needed <= set(values):
             continue
         totals = [(c, sum(w * values[n] for n, w in c.metric_weights)) for c in constraints]
@@ -326,14 +331,14 @@ def observed_nondominated(client: Client) -> list[int]:
             total <= c.bound if c.op == ComparisonOp.LEQ else total >= c.bound
             for c, total in totals
         ):
-            feasible[index] = tuple(signs[name] * values[name] for name in signs)
-
-    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-        return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
-
-    return sorted(
-        i for i, a in feasible.items() if not any(dominates(b, a) for b in feasible.values())
+            feasible[index] = [signs[name] * values[name] for name in signs]
+    if not feasible:
+        return []
+    indices = sorted(feasible)
+    keep = is_non_dominated(
+        torch.tensor([feasible[i] for i in indices], dtype=torch.float64), deduplicate=False
     )
+    return [i for i, k in zip(indices, keep.tolist(), strict=True) if k]
 
 
 def _thresholds_given_and_missing(client: Client) -> tuple[list[str], list[str]]:
@@ -364,7 +369,7 @@ def empty_front_hint(client: Client) -> list[str]:
             f"and beats the objective thresholds {thresholds}."
         ]
     means = _observed_means(client)
-    front = observed_nondominated(client)
+    front = observed_nondominated(client, means)
     names = config.objective.metric_names
     shown = [f"{i}: {_format({n: means[i][n] for n in names})}" for i in front]
     lines.append(f"observed non-dominated trial(s), thresholds ignored: {shown}")

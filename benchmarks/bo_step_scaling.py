@@ -133,10 +133,12 @@ def run_step(
     device: torch.device,
     seed: int = 0,
     calibrate: bool = True,
+    adapt: bool = True,
 ) -> dict[str, Any]:
     """One BO step in this process; returns a JSON-serialisable record.
 
-    ``calibrate`` is ``TNPKRModel``'s variance calibration (on by default, as in the model).
+    ``calibrate`` and ``adapt`` are ``TNPKRModel``'s variance calibration and distance
+    adaptation (on by default, as in the model).
     """
     from botorch.acquisition import LogExpectedImprovement
     from botorch.fit import fit_gpytorch_mll
@@ -153,7 +155,7 @@ def run_step(
     with PeakMemory(device) as memory:
         start = time.perf_counter()
         if method == "tnpkr":
-            model = TNPKRModel(X, Y, checkpoint=checkpoint, calibrate=calibrate)
+            model = TNPKRModel(X, Y, checkpoint=checkpoint, calibrate=calibrate, adapt=adapt)
             record["checkpoint"] = model.checkpoint_source
             record["calibrate"] = calibrate
             record["attention"] = model.network.config.attention

@@ -5,7 +5,8 @@ which encodes the history, then ``optimize_acqf`` of LogEI, q=1) once per checkp
 repeat, the checkpoints alternating within each repeat, after one untimed warm-up step each.
 Reports the median seconds per checkpoint and their ratio to the first checkpoint's.
 ``--calibration both`` runs every checkpoint without and with ``TNPKRModel``'s variance
-calibration (in that order, so the ratio is the cost of calibrating).
+calibration (in that order, so the ratio is the cost of calibrating); ``--adaptation both``
+likewise for its distance adaptation.
 
 Usage:
     python benchmarks/checkpoint_step_cost.py --sizes 5000 20000 \\
@@ -13,6 +14,8 @@ Usage:
     python benchmarks/checkpoint_step_cost.py --quick --out /tmp/cost.json
     python benchmarks/checkpoint_step_cost.py --checkpoints tnpkr-exact --calibration both \
         --sizes 100 500 1000 4000 --out benchmarks/results/calibration_step_cost.json
+    python benchmarks/checkpoint_step_cost.py --checkpoints tnpkr-exact --adaptation both \
+        --sizes 100 1000 4000 --out benchmarks/results/adaptation_step_cost.json
 
 Writes the records as JSON to ``--out`` (default ``benchmarks/results/checkpoint_step_cost.json``).
 """
@@ -45,30 +48,41 @@ def compare(
     num_restarts: int,
     raw_samples: int,
     calibration: Sequence[bool] = (True,),
+    adaptation: Sequence[bool] = (True,),
 ) -> list[dict[str, Any]]:
-    """One record per (size, checkpoint, calibration setting): median total seconds and the
-    ratio to the first."""
+    """One record per (size, checkpoint, calibration and adaptation setting): median total
+    seconds and the ratio to the first."""
     device = torch.device("cpu")
     for checkpoint in checkpoints:
         warm_up("tnpkr", dim, checkpoint, device)
-    variants = [(c, cal) for c in checkpoints for cal in calibration]
+    variants = [(c, cal, ad) for c in checkpoints for cal in calibration for ad in adaptation]
     records = []
     for n in sizes:
-        times: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
+        times: dict[tuple[str, bool, bool], list[float]] = {v: [] for v in variants}
         for repeat in range(repeats):
-            for checkpoint, cal in variants:
+            for checkpoint, cal, ad in variants:
                 step = run_step(
-                    "tnpkr", n, dim, checkpoint, num_restarts, raw_samples, device, repeat, cal
+                    "tnpkr",
+                    n,
+                    dim,
+                    checkpoint,
+                    num_restarts,
+                    raw_samples,
+                    device,
+                    repeat,
+                    cal,
+                    ad,
                 )
-                times[(checkpoint, cal)].append(step["total_s"])
+                times[(checkpoint, cal, ad)].append(step["total_s"])
         first = statistics.median(times[variants[0]])
-        for checkpoint, cal in variants:
-            median = statistics.median(times[(checkpoint, cal)])
+        for checkpoint, cal, ad in variants:
+            median = statistics.median(times[(checkpoint, cal, ad)])
             records.append(
                 {
                     "n": n,
                     "checkpoint": checkpoint,
                     "calibrate": cal,
+                    "adapt": ad,
                     "median_s": median,
                     "ratio": median / first,
                 }
@@ -93,13 +107,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="TNPKRModel's variance calibration; both: off, then on, for every checkpoint",
     )
     parser.add_argument(
+        "--adaptation",
+        choices=["on", "off", "both"],
+        default="on",
+        help="TNPKRModel's distance adaptation; both: off, then on, for every checkpoint",
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "checkpoint_step_cost.json"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.repeats, args.num_restarts, args.raw_samples = [64], 2, 1, 8
     torch.set_num_threads(1)
-    calibration = {"on": (True,), "off": (False,), "both": (False, True)}[args.calibration]
+    settings = {"on": (True,), "off": (False,), "both": (False, True)}
+    calibration, adaptation = settings[args.calibration], settings[args.adaptation]
     records = compare(
         args.checkpoints,
         args.sizes,
@@ -108,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.num_restarts,
         args.raw_samples,
         calibration,
+        adaptation,
     )
     report = {
         "machine": machine_facts(torch.device("cpu")),

@@ -7,8 +7,8 @@ hyperparameters (the oracle) and of BoTorch's SingleTaskGP fitted by marginal li
 the coverage of the network's central 50% and 90% intervals. It also checks that the network
 does not collapse beyond its training context size (gap at 4x the largest trained context).
 The network predicts as ``TNPKRModel`` uses it by default: on standardised contexts, with its
-variances calibrated on each context (``nn.calibration``); ``--no-calibration`` scores the
-network's variances as they are.
+distance scales fitted to each context (``nn.adaptation``) and variances calibrated on it
+(``nn.calibration``); ``--no-adaptation`` and ``--no-calibration`` turn either off.
 
 Kernels registered with ``botorch_tnpkr.priors.register_kernel`` are evaluated like built-in
 ones (``evaluate_cell(model, "periodic", ...)``, or ``main(["--kernels", "periodic", ...])``
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -37,6 +38,7 @@ from torch import Tensor
 from botorch_tnpkr.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 from botorch_tnpkr.errors import TNPKRError
 from botorch_tnpkr.nn import TNPKR, Calibration, read_metadata
+from botorch_tnpkr.nn.adaptation import DEFAULT_ADAPTATION, Adaptation, fit_distance_scale
 from botorch_tnpkr.nn.calibration import DEFAULT_CALIBRATION
 from botorch_tnpkr.priors import (
     KERNELS,
@@ -95,6 +97,7 @@ def network_predictive(
     batch: TaskBatch,
     known_noise: bool = False,
     calibration: Calibration | None = DEFAULT_CALIBRATION,
+    adaptation: Adaptation | None = DEFAULT_ADAPTATION,
 ) -> tuple[Tensor, Tensor]:
     """Predictive mean and variance of the noisy targets, as ``TNPKRModel`` computes them.
 
@@ -108,6 +111,8 @@ def network_predictive(
             does with ``train_Yvar``; by default it infers the noise from the context.
         calibration: Variance calibration on each context (``TNPKR.encode``), by default
             ``TNPKRModel``'s; None for the network's variances as they are.
+        adaptation: Distance scales fitted to each context (``TNPKR.encode``), by default
+            ``TNPKRModel``'s; None for the network's distances.
 
     Returns:
         `B x nT` mean and `B x nT` variance (latent plus noise).
@@ -116,10 +121,17 @@ def network_predictive(
     yvar = None
     if known_noise:
         yvar = (batch.noise / scale**2).expand_as(yc)
+    scales = None
+    if adaptation is not None:
+        # In float32, as ``TNPKRModel`` adapts (its ``encode_dtype``): 2-3x cheaper.
+        light = copy.deepcopy(model).float()
+        args = (batch.xc.float(), yc.float(), None if yvar is None else yvar.float())
+        scales = fit_distance_scale(light, *args, adaptation=adaptation).to(yc)
     with torch.no_grad():
-        pred = model.predict(
-            model.encode(batch.xc, yc, yvar=yvar, calibration=calibration), batch.xt
+        cache = model.encode(
+            batch.xc, yc, yvar=yvar, calibration=calibration, distance_scale=scales
         )
+        pred = model.predict(cache, batch.xt)
     return pred.mean * scale + loc, pred.yvar * scale**2
 
 
@@ -129,10 +141,13 @@ def oracle_logpdf(batch: TaskBatch) -> Tensor:
 
 
 def _network_scores(
-    model: TNPKR, batch: TaskBatch, calibration: Calibration | None
+    model: TNPKR,
+    batch: TaskBatch,
+    calibration: Calibration | None,
+    adaptation: Adaptation | None = DEFAULT_ADAPTATION,
 ) -> tuple[float, float, float]:
     """Log-likelihood and coverage of the network used as ``TNPKRModel`` uses it."""
-    mean, var = network_predictive(model, batch, calibration=calibration)
+    mean, var = network_predictive(model, batch, calibration=calibration, adaptation=adaptation)
     ll = gaussian_logpdf(batch.yt, mean, var).mean()
     err = (batch.yt - mean).abs()
     std = var.sqrt()
@@ -212,6 +227,7 @@ def evaluate_cell(
     seed: int,
     prior: PriorConfig | None = None,
     calibration: Calibration | None = DEFAULT_CALIBRATION,
+    adaptation: Adaptation | None = DEFAULT_ADAPTATION,
 ) -> CellResult:
     """Score one (kernel, d, n) cell on ``tasks`` fresh tasks.
 
@@ -228,6 +244,7 @@ def evaluate_cell(
             kernel)`` (broader than the training prior). When given, only its kernels are
             replaced by ``kernel``.
         calibration: The network's variance calibration (``network_predictive``).
+        adaptation: The network's distance adaptation (``network_predictive``).
     """
     start = time.monotonic()
     if prior is None:
@@ -235,7 +252,7 @@ def evaluate_cell(
     else:
         prior = dataclasses.replace(prior, kernels=(kernel,), kernel_weights=(1.0,))
     batch = cell_tasks(prior, kernel, dim, n, tasks, targets, seed)
-    model_ll, c50, c90 = _network_scores(model, batch, calibration)
+    model_ll, c50, c90 = _network_scores(model, batch, calibration, adaptation)
     oracle_ll = float(oracle_logpdf(batch).mean())
     gp_ll = _gp_loglik(batch) if with_gp else None
     return CellResult(
@@ -368,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score the network's variances as they are (TNPKRModel(calibrate=False))",
     )
+    parser.add_argument(
+        "--no-adaptation",
+        action="store_true",
+        help="keep the network's distances (TNPKRModel(adapt=False))",
+    )
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path, help="write <out>.json and <out>.md")
@@ -408,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fit_gp = not args.no_gp and gp_scores is None
     calibration = None if args.no_calibration else DEFAULT_CALIBRATION
+    adaptation = None if args.no_adaptation else DEFAULT_ADAPTATION
     cells = []
     for kernel in kernels:
         for dim in dims:
@@ -422,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                     fit_gp,
                     args.seed,
                     calibration=calibration,
+                    adaptation=adaptation,
                 )
                 if gp_scores is not None:
                     try:
@@ -443,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             "targets": args.targets,
             "seed": args.seed,
             "calibration": calibration is not None,
+            "adaptation": adaptation is not None,
         },
         "cells": [dict(c.__dict__, gap=c.gap, gp_gap=c.gp_gap) for c in cells],
     }
@@ -463,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                     False,
                     args.seed,
                     calibration=calibration,
+                    adaptation=adaptation,
                 )
                 for k in kernels
                 for d in dims

@@ -90,6 +90,7 @@ from botorch_tnpkr.model.network import (
 from botorch_tnpkr.model.scaling import context_spread, rescale_cache
 from botorch_tnpkr.model.validation import (
     broadcast_batch,
+    check_adaptation,
     check_calibration,
     check_finite,
     check_output_indices,
@@ -98,7 +99,7 @@ from botorch_tnpkr.model.validation import (
     clamp_far,
     network_errors,
 )
-from botorch_tnpkr.nn import TNPKR, Calibration, ContextCache
+from botorch_tnpkr.nn import TNPKR, Adaptation, Calibration, ContextCache
 
 # Keys Ax passes to ``construct_inputs`` that describe the search space. One-hot encoded
 # categorical inputs are ordinary inputs to the network; fidelity and task features have no
@@ -143,6 +144,7 @@ class TNPKRModel(Model, FantasizeMixin):
         encode_dtype: torch.dtype | None = torch.float32,
         joint: str | None = None,
         calibrate: bool | Calibration = True,
+        adapt: bool | Adaptation = True,
     ) -> None:
         r"""
         Args:
@@ -184,6 +186,16 @@ class TNPKRModel(Model, FantasizeMixin):
                 new ``TNPKRModel`` to recalibrate on a grown history.
                 ``True`` (default) uses ``Calibration()``, a ``Calibration`` its settings,
                 ``False`` predicts the network's variances as they are.
+            adapt: Fit `d` distance scales to each history before encoding it: factors of
+                each input dimension in the network's kernel-bias distances, chosen by a few
+                Adam steps on the likelihood of held-out folds of the history itself
+                (``nn.adaptation``; histories of 32 points or more, at most 256 points per
+                step, so the cost does not grow with ``n``; once per model, before the
+                calibration). The network mis-reads lengthscales, most of all when they
+                differ between dimensions; this is its counterpart of a GP's fitted ARD
+                lengthscales. Derived models keep this model's scales, as they keep its
+                variance factor. ``True`` (default) uses ``Adaptation()``, an
+                ``Adaptation`` its settings, ``False`` keeps the network's distances.
 
         Raises:
             BotorchTensorDimensionError: Inconsistent shapes.
@@ -195,6 +207,7 @@ class TNPKRModel(Model, FantasizeMixin):
         check_training_data(train_X, train_Y, train_Yvar)
         joint = check_joint(joint)
         calibration = check_calibration(calibrate)
+        adaptation = check_adaptation(adapt)
         super().__init__()
         network, source = prepare_network(
             checkpoint,
@@ -233,6 +246,7 @@ class TNPKRModel(Model, FantasizeMixin):
             encode_dtype=encode_dtype,
             joint=joint,
             calibration=calibration,
+            adaptation=adaptation,
         )
 
     def _setup(
@@ -248,15 +262,20 @@ class TNPKRModel(Model, FantasizeMixin):
         joint: str | None = None,
         calibration: Calibration | None = None,
         var_scale: Tensor | None = None,
+        adaptation: Adaptation | None = None,
+        distance_scale: Tensor | None = None,
     ) -> None:
         """Register modules and the history, then encode it (shared by derived models).
 
         ``var_scale`` (`batch_shape x m`, derived models) is the variance factor of every
-        context, used instead of calibrating on this history."""
+        context, used instead of calibrating on this history; ``distance_scale``
+        (`batch_shape x m x d`) the same for the distance scales of ``adaptation``."""
         self._encode_dtype = encode_dtype
         self._joint = joint
         self._calibration = calibration
         self._fixed_var_scale = var_scale
+        self._adaptation = adaptation
+        self._fixed_distance_scale = distance_scale
         self._cache = None
         self._memo = None  # predictions of repeated test points, see ``dedupe``
         self._mean_noise = None
@@ -336,9 +355,19 @@ class TNPKRModel(Model, FantasizeMixin):
             xc, yc = xc.to(self._encode_dtype), yc.to(self._encode_dtype)
             yvar = None if yvar is None else yvar.to(self._encode_dtype)
         fixed = self._fixed_var_scale
+        scales = self._fixed_distance_scale
+        if scales is not None:
+            scales = scales.reshape(-1, scales.shape[-1]).to(xc)
         with network_errors():
             calibration = self._calibration if fixed is None else None
-            cache = encoder.encode(xc, yc, yvar=yvar, calibration=calibration)
+            cache = encoder.encode(
+                xc,
+                yc,
+                yvar=yvar,
+                calibration=calibration,
+                adaptation=self._adaptation if scales is None else None,
+                distance_scale=scales,
+            )
             if fixed is not None:
                 cache = dataclasses.replace(cache, var_scale=fixed.reshape(-1).to(cache.y_loc))
             self._cache = rescale_cache(cache.to(dtype), spread)
@@ -536,14 +565,21 @@ class TNPKRModel(Model, FantasizeMixin):
         outputs: list[int] | None = None,
     ) -> TNPKRModel:
         """A model on another history with this model's network (shared, frozen), copies
-        of its transforms (kept in eval mode: nothing is re-learnt) and its variance factor
-        (of the outputs ``outputs``, default all), broadcast to the new batch shape."""
-        var_scale = self._context().var_scale
+        of its transforms (kept in eval mode: nothing is re-learnt), its variance factor and
+        distance scales (of the outputs ``outputs``, default all), broadcast to the new batch
+        shape."""
+        cache = self._context()
+        var_scale, scales = cache.var_scale, cache.distance_scale
         if var_scale is not None:
             var_scale = var_scale.view(*self.batch_shape, self.num_outputs)
             if outputs is not None:
                 var_scale = var_scale[..., outputs]
             var_scale = var_scale.expand(*train_Y.shape[:-2], var_scale.shape[-1])
+        if scales is not None:
+            scales = scales.detach().view(*self.batch_shape, self.num_outputs, -1)
+            if outputs is not None:
+                scales = scales[..., outputs, :]
+            scales = scales.expand(*train_Y.shape[:-2], *scales.shape[-2:])
         new = self.__class__.__new__(self.__class__)
         Model.__init__(new)
         if isinstance(outcome_transform, _DefaultType):
@@ -560,6 +596,8 @@ class TNPKRModel(Model, FantasizeMixin):
             joint=self._joint,
             calibration=self._calibration,
             var_scale=var_scale,
+            adaptation=self._adaptation,
+            distance_scale=scales,
         )
         return new
 

@@ -19,6 +19,7 @@ from botorch.exceptions.errors import (
 from torch import Tensor
 
 from botorch_tnpkr.errors import DimensionError, InputShapeError, NonFiniteInputError
+from botorch_tnpkr.nn.adaptation import DEFAULT_ADAPTATION, Adaptation
 from botorch_tnpkr.nn.calibration import DEFAULT_CALIBRATION, Calibration
 
 
@@ -167,6 +168,18 @@ def broadcast_batch(name: str, *shapes: torch.Size) -> torch.Size:
             )
         out.append(wide.pop() if wide else 1)
     return torch.Size(out)
+
+
+def check_adaptation(adapt: object) -> Adaptation | None:
+    """The ``Adaptation`` that ``TNPKRModel(adapt=...)`` asks for, or None (off)."""
+    if isinstance(adapt, Adaptation):
+        return adapt
+    if isinstance(adapt, bool):
+        return DEFAULT_ADAPTATION if adapt else None
+    raise UnsupportedError(
+        "adapt must be True (the default adaptation), False (none) or a "
+        f"botorch_tnpkr.nn.Adaptation, got {adapt!r}."
+    )
 
 
 def check_calibration(calibrate: object) -> Calibration | None:

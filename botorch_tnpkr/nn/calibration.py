@@ -149,6 +149,7 @@ def _split_sums(
     points: tuple[Tensor, Tensor, Tensor | None, Tensor],
     splits: tuple[Tensor, Tensor, Tensor, Tensor],
     tasks: Tensor,
+    distance_scale: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """`B` sums of ``z^2`` of held-out predictions and `B` numbers of held-out points; only the
     tasks where ``tasks`` (`B` bool) are predicted, the others get 0.
@@ -157,7 +158,8 @@ def _split_sums(
     ``splits`` is ``(keep, keep_real, out, out_real)``: `S x k` and `S x o` positions of ``S``
     splits, each predicting its ``out`` points from the valid ``keep`` points alone (the
     ``*_real`` masks mark padding of the index rows). The splits run as a batch of contexts,
-    in chunks of about ``_PAIRS_PER_CALL`` (query, key) pairs."""
+    in chunks of about ``_PAIRS_PER_CALL`` (query, key) pairs. ``distance_scale`` (`B x d`)
+    is passed to the network with each task's splits."""
     x, y, v, valid = points
     keep, keep_real, out, out_real = splits
     total = torch.zeros(x.shape[0], dtype=y.dtype, device=y.device)
@@ -165,6 +167,7 @@ def _split_sums(
     chosen = tasks.nonzero().squeeze(-1)
     x, y, valid = x[chosen], y[chosen], valid[chosen]
     v = None if v is None else v[chosen]
+    scales = None if distance_scale is None else distance_scale[chosen]
     b, (num_splits, k_size), o_size = len(chosen), keep.shape, out.shape[-1]
     step = max(1, _PAIRS_PER_CALL // max(1, b * k_size * (k_size + o_size)))
     sums = torch.zeros(b, dtype=y.dtype, device=y.device)
@@ -182,6 +185,7 @@ def _split_sums(
             x[:, o].reshape(b * c, o_size, -1),
             yvar=None if v is None else v[:, k].reshape(b * c, k_size),
             mask=(valid[:, k] & keep_real[part]).reshape(b * c, k_size),
+            distance_scale=None if scales is None else scales.repeat_interleave(c, 0),
         )
         z2 = (y[:, o] - pred.mean.view(b, c, o_size)) ** 2 / pred.yvar.view(b, c, o_size)
         sums = sums + torch.where(held, z2, torch.zeros_like(z2)).sum((-1, -2))
@@ -229,6 +233,7 @@ def held_out_errors(
     yvar: Tensor | None,
     mask: Tensor,
     calibration: Calibration,
+    distance_scale: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Squared standardised errors of the held-out predictions, summed per task.
 
@@ -237,6 +242,7 @@ def held_out_errors(
         xc: `B x n x d`; yc: `B x n`; yvar: optional `B x n` known noise variances;
             mask: `B x n` bool, True for valid points.
         calibration: Settings.
+        distance_scale: Optional `B x d` distance scales of the network (``TNPKR.encode``).
 
     Returns:
         `B` sums of ``z^2`` and `B` numbers of held-out points (0 for contexts smaller than
@@ -261,7 +267,7 @@ def held_out_errors(
             if subset is None:
                 subset = _gathered(xc, yc, yvar, mask, order[:, : calibration.max_points])
             splits = _fold_splits(subset[0].shape[1], folds, order.device)
-            fold_total, fold_count = _split_sums(network, subset, splits, tasks)
+            fold_total, fold_count = _split_sums(network, subset, splits, tasks, distance_scale)
             total, count = total + fold_total, count + fold_count
     if bool(large.any()):
         # One split: the first ``holdout`` positions against all the others.
@@ -275,7 +281,7 @@ def held_out_errors(
             torch.ones_like(out, dtype=torch.bool),
         )
         points = _gathered(xc, yc, yvar, mask, order)
-        held_total, held_count = _split_sums(network, points, splits, large)
+        held_total, held_count = _split_sums(network, points, splits, large, distance_scale)
         total, count = total + held_total, count + held_count
     return total, count
 
@@ -287,6 +293,7 @@ def variance_scale(
     yvar: Tensor | None = None,
     mask: Tensor | None = None,
     calibration: Calibration | None = None,
+    distance_scale: Tensor | None = None,
 ) -> Tensor:
     """The `B` factors that calibrate the network's predictive variances on each context.
 
@@ -296,6 +303,7 @@ def variance_scale(
         yvar: Optional `B x n` known noise variances.
         mask: Optional `B x n` bool, True for valid points.
         calibration: Settings (default ``Calibration()``).
+        distance_scale: Optional `B x d` distance scales of the network (``TNPKR.encode``).
 
     Returns:
         `B` factors, 1 for contexts smaller than ``min_context``; no gradient.
@@ -304,7 +312,7 @@ def variance_scale(
     if mask is None:
         mask = torch.ones(yc.shape, dtype=torch.bool, device=yc.device)
     with torch.no_grad():
-        total, count = held_out_errors(network, xc, yc, yvar, mask, calibration)
+        total, count = held_out_errors(network, xc, yc, yvar, mask, calibration, distance_scale)
         w = calibration.prior_weight
         scale = (total + w) / (count.to(total.dtype) + w)
         return scale.clamp(*calibration.bounds)

@@ -133,7 +133,7 @@ def extend(
     ratio = None if yvar is None else yvar / scale**2
     keep = torch.ones_like(y)
     extra = context_features((y - loc) / scale, keep, ratio)  # (B, G, S, a, 4)
-    x_pad, x_bias = network._pad_inputs(x)
+    x_pad, x_bias = network._pad_inputs(x, paths.context.distance_scale)
     x_pad = x_pad.unsqueeze(2).expand(*extra.shape[:3], a, x_pad.shape[-1])
     tokens = network.embed(torch.cat([x_pad, extra], dim=-1))  # (B, G, S, a, D)
     added = list(paths.added)
@@ -164,7 +164,7 @@ def predict_paths(network: TNPKR, cache: ContextCache | PathCache, xt: Tensor) -
     paths = _as_paths(cache, xt)
     _check_inputs("xt", network, paths, xt)
     b, g, m, _ = xt.shape
-    x_pad, x_bias = network._pad_inputs(xt)
+    x_pad, x_bias = network._pad_inputs(xt, paths.context.distance_scale)
     t = network.embed(torch.cat([x_pad, xt.new_zeros(b, g, m, _EXTRA_FEATURES)], dim=-1))
     t = t.unsqueeze(2)  # (B, G, 1, m, D)
     for index, block in enumerate(network.blocks):
@@ -307,10 +307,10 @@ def _extend_and_predict(
     scale = paths.context.y_scale.view(b, 1, 1, 1)
     ratio = None if yvar is None else yvar / scale**2
     extra = context_features((y_new - loc) / scale, torch.ones_like(y_new), ratio)
-    a_pad, a_bias = network._pad_inputs(x_new)
+    a_pad, a_bias = network._pad_inputs(x_new, paths.context.distance_scale)
     a_pad = a_pad.unsqueeze(2).expand(*extra.shape[:3], 1, a_pad.shape[-1])
     c = network.embed(torch.cat([a_pad, extra], dim=-1))  # (B, Ga, S, 1, D)
-    t_pad, t_bias = network._pad_inputs(xt)
+    t_pad, t_bias = network._pad_inputs(xt, paths.context.distance_scale)
     t = network.embed(torch.cat([t_pad, xt.new_zeros(*xt.shape[:-1], _EXTRA_FEATURES)], dim=-1))
     groups = max(x_new.shape[1], xt.shape[1], paths.num_groups)
     num = max(c.shape[2], paths.num_paths)

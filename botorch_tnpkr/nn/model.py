@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from botorch_tnpkr.errors import DimensionError, InputShapeError, NonFiniteInputError
+from botorch_tnpkr.nn.adaptation import Adaptation, fit_distance_scale
 from botorch_tnpkr.nn.attention import ExactAttention
 from botorch_tnpkr.nn.block import KRBlock
 from botorch_tnpkr.nn.calibration import Calibration, variance_scale
@@ -72,6 +73,9 @@ class ContextCache:
         num_context: Number of context points per task (`B`, valid points only).
         var_scale: Optional `B` factors of the predicted variances (latent and noise) from
             ``variance_scale`` (``encode(..., calibration=...)``); None is 1.
+        distance_scale: Optional `B x d` factors of each input dimension in the kernel
+            bias's distances (``encode(..., adaptation=...)`` or ``distance_scale=...``);
+            test inputs are scaled by them too. None is 1.
     """
 
     memories: list[Any]
@@ -80,6 +84,7 @@ class ContextCache:
     y_scale: Tensor
     num_context: Tensor
     var_scale: Tensor | None = None
+    distance_scale: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -105,6 +110,7 @@ class ContextCache:
             y_scale=cast(self.y_scale),
             num_context=cast(self.num_context),
             var_scale=cast(self.var_scale),
+            distance_scale=cast(self.distance_scale),
         )
 
 
@@ -148,9 +154,11 @@ class TNPKR(nn.Module):
         xt: Tensor,
         yvar: Tensor | None = None,
         mask: Tensor | None = None,
+        distance_scale: Tensor | None = None,
     ) -> Prediction:
         """Predict at ``xt`` given the context; see ``encode`` and ``predict``."""
-        return self.predict(self.encode(xc, yc, yvar=yvar, mask=mask), xt)
+        cache = self.encode(xc, yc, yvar=yvar, mask=mask, distance_scale=distance_scale)
+        return self.predict(cache, xt)
 
     def encode(
         self,
@@ -159,6 +167,8 @@ class TNPKR(nn.Module):
         yvar: Tensor | None = None,
         mask: Tensor | None = None,
         calibration: Calibration | None = None,
+        adaptation: Adaptation | None = None,
+        distance_scale: Tensor | None = None,
     ) -> ContextCache:
         """Encode a context once, for any number of later ``predict`` calls.
 
@@ -171,6 +181,11 @@ class TNPKR(nn.Module):
             calibration: Also calibrate the predicted variances on this context
                 (``nn.calibration.variance_scale``, a constant without gradient); None
                 predicts the network's variances as they are.
+            adaptation: Fit per-dimension distance scales to this context first
+                (``nn.adaptation.fit_distance_scale``, no gradient; the calibration then
+                uses them); None keeps the network's distances.
+            distance_scale: Given `B x d` positive distance scales instead (e.g. those of a
+                context this one grew from); not with ``adaptation``.
 
         Returns:
             The context cache.
@@ -179,9 +194,14 @@ class TNPKR(nn.Module):
         b, n, d = xc.shape
         if mask is None:
             mask = torch.ones(b, n, dtype=torch.bool, device=xc.device)
+        if adaptation is not None:
+            if distance_scale is not None:
+                raise InputShapeError("Give adaptation or distance_scale, not both.")
+            distance_scale = fit_distance_scale(self, xc, yc, yvar, mask, adaptation)
+        self._check_distance_scale(distance_scale, b, d)
         var_scale = None
         if calibration is not None:
-            var_scale = variance_scale(self, xc, yc, yvar, mask, calibration)
+            var_scale = variance_scale(self, xc, yc, yvar, mask, calibration, distance_scale)
         keep = mask.to(xc.dtype)
         xc = torch.where(mask.unsqueeze(-1), xc, torch.zeros_like(xc))
         yc = torch.where(mask, yc, torch.zeros_like(yc))
@@ -195,7 +215,7 @@ class TNPKR(nn.Module):
             yvar = torch.where(mask, yvar, torch.ones_like(yvar))
             yvar = yvar / scale.unsqueeze(-1) ** 2
         extra = context_features(y_n, keep, yvar)
-        x_pad, x_bias = self._pad_inputs(xc)
+        x_pad, x_bias = self._pad_inputs(xc, distance_scale)
         c = self.embed(torch.cat([x_pad, extra], dim=-1))  # (B, nC, D)
         memories = []
         for block in self.blocks:
@@ -208,6 +228,7 @@ class TNPKR(nn.Module):
             y_scale=scale,
             num_context=count,
             var_scale=var_scale,
+            distance_scale=distance_scale,
         )
 
     def predict(self, cache: ContextCache, xt: Tensor) -> Prediction:
@@ -222,7 +243,7 @@ class TNPKR(nn.Module):
         """
         self._check_test(cache, xt)
         b, n, _ = xt.shape
-        x_pad, x_bias = self._pad_inputs(xt)
+        x_pad, x_bias = self._pad_inputs(xt, cache.distance_scale)
         t = self.embed(torch.cat([x_pad, xt.new_zeros(b, n, _EXTRA_FEATURES)], dim=-1))
         for block, memory in zip(self.blocks, cache.memories, strict=True):
             t = block.test_step(t, x_bias, memory)
@@ -287,14 +308,27 @@ class TNPKR(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ helpers
-    def _pad_inputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Token features `B x n x 2 max_dim` (``[x, dim_mask]``), bias inputs `B x n x max_dim`."""
+    def _pad_inputs(self, x: Tensor, distance_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Token features `B x ... x n x 2 max_dim` (``[x, dim_mask]``) and bias inputs
+        `B x ... x n x max_dim` (each dimension times its `B x d` ``distance_scale``)."""
         d, max_dim = x.shape[-1], self.config.max_dim
         x_pad = F.pad(x, (0, max_dim - d))
         dim_mask = x.new_zeros(max_dim)
         dim_mask[:d] = 1.0
         features = torch.cat([x_pad, dim_mask.expand_as(x_pad)], dim=-1)
-        return features, x_pad / math.sqrt(d)
+        x_bias = x / math.sqrt(d)
+        if distance_scale is not None:
+            shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (d,)
+            x_bias = x_bias * distance_scale.to(x.dtype).view(shape)
+        return features, F.pad(x_bias, (0, max_dim - d))
+
+    def _check_distance_scale(self, distance_scale: Tensor | None, b: int, d: int) -> None:
+        if distance_scale is None:
+            return
+        if not isinstance(distance_scale, Tensor) or tuple(distance_scale.shape) != (b, d):
+            raise InputShapeError(f"distance_scale must be a tensor of shape B x d = {(b, d)}.")
+        if not bool((torch.isfinite(distance_scale) & (distance_scale > 0)).all()):
+            raise NonFiniteInputError("distance_scale must be finite and > 0.")
 
     def _param_dtype(self) -> torch.dtype:
         return self.head[0].weight.dtype

@@ -82,7 +82,13 @@ def _card(name: str, meta: dict[str, Any], report: dict[str, Any], table: str, c
             else ""
         ),
         "",
-        "- predictions as `TNPKRModel` makes them: standardised contexts, variances "
+        "- predictions as `TNPKRModel` makes them: standardised contexts, "
+        + (
+            "distance scales fitted to each context (`adapt=True`, the default; `nn.adaptation`), "
+            if report.get("evaluate_args", {}).get("adaptation")
+            else "the network's distances (`adapt=False`), "
+        )
+        + "variances "
         + (
             "calibrated on each context (`calibrate=True`, the default; `nn.calibration`)"
             if report.get("evaluate_args", {}).get("calibration")
@@ -192,14 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     registry = json.loads(registry_file.read_text()) if registry_file.is_file() else {}
     old = registry.get(args.name, {}).get("mean_gap")
     new = report["summary"]["mean_gap"]
-    calibrated = bool(report["evaluate_args"].get("calibration", False))
-    if old is not None and registry[args.name].get("calibrated", False) != calibrated:
+    evaluated = report["evaluate_args"]
+    # How the predictions were made: a mean gap compares only with one made the same way.
+    settings = {
+        "calibrated": bool(evaluated.get("calibration", False)),
+        "adapted": bool(evaluated.get("adaptation", False)),
+    }
+    calibrated = settings["calibrated"]
+    changed = [k for k, v in settings.items() if registry.get(args.name, {}).get(k, False) != v]
+    if old is not None and changed:
         if not args.force:
             print(
-                f"not shipped: the shipped {args.name}'s mean gap was measured "
-                f"{'without' if calibrated else 'with'} variance calibration, this one "
-                f"{'with' if calibrated else 'without'}; re-ship the shipped file with --force "
-                "to measure it as the evaluation now does"
+                f"not shipped: the shipped {args.name}'s mean gap was measured with other "
+                f"prediction settings ({', '.join(f'{k}={settings[k]}' for k in changed)} "
+                "now); re-ship the shipped file with --force to measure it as the evaluation "
+                "now does"
             )
             return 1
     elif old is not None and new >= old and not args.force:
@@ -228,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "description": meta["config"].describe() + (f"; {role}" if role else ""),
         "mean_gap": new,
         "calibrated": calibrated,
+        "adapted": settings["adapted"],
         "summary": report["summary"],
         "extrapolation": report.get("extrapolation"),
         "step": meta["extra"].get("step"),

@@ -210,13 +210,16 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     assert net.config == get_preset("tiny").network_config
     assert registry["t"]["description"] == get_preset("tiny").network_config.describe()
     assert registry["t"]["calibrated"] is True and "calibrated on each context" in card
+    assert registry["t"]["adapted"] is True and "distance scales fitted" in card
     assert ship(args) == 1  # the same network is not better than itself
-    # An entry measured before variance calibration is not compared with a calibrated score.
-    older = dict(registry["t"], mean_gap=1e9)
-    del older["calibrated"]
-    (dest / "registry.json").write_text(json.dumps({"t": older}))
-    assert ship(args) == 1
-    assert json.loads((dest / "registry.json").read_text())["t"]["mean_gap"] == 1e9
+    # An entry measured before variance calibration, or before distance adaptation, is not
+    # compared with a score measured with it.
+    for setting in ("calibrated", "adapted"):
+        older = dict(registry["t"], mean_gap=1e9)
+        del older[setting]
+        (dest / "registry.json").write_text(json.dumps({"t": older}))
+        assert ship(args) == 1
+        assert json.loads((dest / "registry.json").read_text())["t"]["mean_gap"] == 1e9
     # A forced reship carries the entry's role forward; the architecture is read anew.
     assert ship([*args, "--force", "--role", "for tests"]) == 0
     assert ship([*args, "--force"]) == 0
@@ -227,7 +230,10 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
         load_checkpoint(dest / "t.safetensors", sha256="0" * 64)
 
 
-def test_evaluate_scores_calibrated_variances_unless_told(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flag", "key"), [("--no-calibration", "calibration"), ("--no-adaptation", "adaptation")]
+)
+def test_evaluate_calibrates_and_adapts_unless_told(tmp_path: Path, flag: str, key: str) -> None:
     from botorch_tnpkr.evaluate import main
 
     train(get_preset("tiny"), _opts(tmp_path / "run", stop_after=2))
@@ -235,16 +241,16 @@ def test_evaluate_scores_calibrated_variances_unless_told(tmp_path: Path) -> Non
     base += ["--dims", "2", "--sizes", "8,80", "--tasks", "2", "--targets", "8", "--no-gp"]
     base += ["--no-extrapolation"]
     reports = {}
-    for flag in ([], ["--no-calibration"]):
-        out = tmp_path / f"report{len(flag)}"
-        assert main([*base, *flag, "--out", str(out)]) == 0
-        reports[bool(flag)] = json.loads(out.with_suffix(".json").read_text())
-    assert reports[False]["evaluate_args"]["calibration"] is True
-    assert reports[True]["evaluate_args"]["calibration"] is False
+    for flags in ([], [flag]):
+        out = tmp_path / f"report{len(flags)}"
+        assert main([*base, *flags, "--out", str(out)]) == 0
+        reports[bool(flags)] = json.loads(out.with_suffix(".json").read_text())
+    assert reports[False]["evaluate_args"][key] is True
+    assert reports[True]["evaluate_args"][key] is False
     small, large = (
         [r["cells"][i]["model_ll"] for r in (reports[False], reports[True])] for i in (0, 1)
     )
-    assert small[0] == small[1]  # 8 points: below the calibration's min_context
+    assert small[0] == small[1]  # 8 points: below both settings' min_context
     assert large[0] != large[1]
 
 

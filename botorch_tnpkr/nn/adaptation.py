@@ -1,0 +1,171 @@
+"""Test-time adaptation: per-dimension distance scales fitted to the context at hand.
+
+The kernel bias sees distances between inputs; the network infers from the context how far a
+point's influence reaches, and on tasks it was trained on it does so imprecisely: it mis-reads
+lengthscales, most of all when they differ between dimensions (the gap rises with the spread
+of the log lengthscales, ``benchmarks/gap_by_noise.py``). A fitted GP gets them from its
+marginal likelihood. ``fit_distance_scale`` does the same for the network with `d` numbers
+per context: factors ``s_j`` that multiply input dimension ``j`` in every distance of the
+kernel bias (context to context and test to context, every block and head; the tokens still
+see the inputs as they are), chosen to maximise the likelihood of held-out points of the
+context itself:
+
+    log s = argmax  sum over folds f of  log p(y_f | x_f, context without f; s),
+
+by ``steps`` Adam steps from ``s = 1`` (each step a fresh seeded split into ``folds`` folds of
+at most ``max_points`` points, so its cost does not grow with the context). ``|log s_j|`` is
+bounded by ``max_log_scale``.
+
+Below ``min_context`` valid points the folds are too small to say anything and the scales
+stay 1. The result is a deterministic function of the context (seeded splits shared by all
+tasks of a batch); tasks of a batch are fitted together, each from its own points only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from botorch_tnpkr.errors import ConfigError
+from botorch_tnpkr.nn.calibration import _fold_splits, _gathered, _order
+
+if TYPE_CHECKING:
+    from botorch_tnpkr.nn.model import TNPKR
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """Settings of ``fit_distance_scale``.
+
+    Attributes:
+        steps: Adam steps (each one forward and backward pass over ``folds`` folds).
+        lr: Adam's step size on the log scales.
+        folds: Parts each step's points are split into, each predicted from the others.
+        min_context: Contexts with fewer valid points keep scales 1.
+        max_points: Each step draws at most this many of a context's points.
+        max_log_scale: Bound of ``|log s_j|``.
+        seed: Seed of the splits.
+    """
+
+    steps: int = 20
+    lr: float = 0.01
+    folds: int = 4
+    min_context: int = 32
+    max_points: int = 256
+    max_log_scale: float = 3.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(f"Adaptation.steps must be >= 0, got {self.steps}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"Adaptation.lr must be a finite number > 0, got {self.lr}.")
+        if self.folds < 2:
+            raise ConfigError(f"Adaptation.folds must be >= 2, got {self.folds}.")
+        if self.min_context < 2 * self.folds:
+            raise ConfigError(
+                f"Adaptation.min_context ({self.min_context}) must be >= 2 * folds "
+                f"({2 * self.folds}), so that every fold is predicted from a context."
+            )
+        if self.max_points < self.min_context:
+            raise ConfigError(
+                f"Adaptation.max_points ({self.max_points}) must be >= min_context "
+                f"({self.min_context})."
+            )
+        if not (self.max_log_scale > 0 and math.isfinite(self.max_log_scale)):
+            raise ConfigError(
+                f"Adaptation.max_log_scale must be a finite number > 0, got {self.max_log_scale}."
+            )
+
+
+# What ``TNPKRModel(adapt=True)`` (its default) and the evaluation command use.
+DEFAULT_ADAPTATION = Adaptation()
+
+
+def held_out_nll(
+    network: TNPKR,
+    points: tuple[Tensor, Tensor, Tensor | None, Tensor],
+    folds: int,
+    log_scale: Tensor,
+) -> Tensor:
+    """`B` mean negative log-likelihoods of each fold's points predicted from the others.
+
+    Args:
+        network: The network.
+        points: ``(x, y, yvar or None, valid)`` of `B` contexts of ``m`` points
+            (``calibration._gathered``).
+        folds: Number of folds (positions ``p, p + folds, ...`` form fold ``p``).
+        log_scale: `B x d` log distance scales (differentiable).
+
+    Returns:
+        `B` means over each context's valid held-out points (0 where there are none).
+    """
+    x, y, v, valid = points
+    b, m, d = x.shape
+    keep, keep_real, out, out_real = _fold_splits(m, folds, x.device)
+    c, k_size, o_size = folds, keep.shape[-1], out.shape[-1]
+    pred = network(
+        x[:, keep].reshape(b * c, k_size, d),
+        y[:, keep].reshape(b * c, k_size),
+        x[:, out].reshape(b * c, o_size, d),
+        yvar=None if v is None else v[:, keep].reshape(b * c, k_size),
+        mask=(valid[:, keep] & keep_real).reshape(b * c, k_size),
+        distance_scale=log_scale.exp().repeat_interleave(c, 0),
+    )
+    mean, var = pred.mean.view(b, c, o_size), pred.yvar.view(b, c, o_size)
+    nll = 0.5 * (torch.log(2 * math.pi * var) + (y[:, out] - mean) ** 2 / var)
+    held = valid[:, out] & out_real  # (B, c, o)
+    total = torch.where(held, nll, torch.zeros_like(nll)).sum((-1, -2))
+    return total / held.sum((-1, -2)).clamp_min(1).to(total.dtype)
+
+
+def fit_distance_scale(
+    network: TNPKR,
+    xc: Tensor,
+    yc: Tensor,
+    yvar: Tensor | None = None,
+    mask: Tensor | None = None,
+    adaptation: Adaptation | None = None,
+) -> Tensor:
+    """The `B x d` distance scales that fit the network to each context (module docstring).
+
+    Args:
+        network: The network (its weights get no gradient).
+        xc: `B x n x d` context inputs; yc: `B x n` targets.
+        yvar: Optional `B x n` known noise variances.
+        mask: Optional `B x n` bool, True for valid points.
+        adaptation: Settings (default ``Adaptation()``).
+
+    Returns:
+        `B x d` positive scales, 1 for contexts smaller than ``min_context``; no gradient.
+    """
+    adaptation = adaptation or DEFAULT_ADAPTATION
+    b, _, d = xc.shape
+    if mask is None:
+        mask = torch.ones(yc.shape, dtype=torch.bool, device=yc.device)
+    xc, yc, yvar = xc.detach(), yc.detach(), None if yvar is None else yvar.detach()
+    scale = torch.ones(b, d, dtype=xc.dtype, device=xc.device)
+    chosen = (mask.sum(-1) >= adaptation.min_context).nonzero().squeeze(-1)
+    if len(chosen) == 0 or adaptation.steps == 0:
+        return scale
+    xc, yc, mask = xc[chosen], yc[chosen], mask[chosen]
+    yvar = None if yvar is None else yvar[chosen]
+    log_scale = torch.zeros(len(chosen), d, dtype=xc.dtype, device=xc.device, requires_grad=True)
+    optimiser = torch.optim.Adam([log_scale], lr=adaptation.lr)
+    bound = adaptation.max_log_scale
+    with torch.enable_grad():
+        for step in range(adaptation.steps):
+            order = _order(mask, adaptation.seed + step)[:, : adaptation.max_points]
+            points = _gathered(xc, yc, yvar, mask, order)
+            loss = held_out_nll(network, points, adaptation.folds, log_scale).sum()
+            # Only the scales: the network's parameters collect no gradient.
+            (log_scale.grad,) = torch.autograd.grad(loss, [log_scale])
+            optimiser.step()
+            with torch.no_grad():
+                log_scale.clamp_(-bound, bound)
+    scale[chosen] = log_scale.detach().exp()
+    return scale

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from botorch.exceptions.errors import (
@@ -170,25 +171,24 @@ def broadcast_batch(name: str, *shapes: torch.Size) -> torch.Size:
     return torch.Size(out)
 
 
+def _optional_setting(flag: str, value: object, kind: type, default: Any) -> Any:
+    """What ``TNPKRModel(<flag>=value)`` asks for: ``default`` for True, None for False, a
+    ``kind`` instance as it is; anything else is an ``UnsupportedError``."""
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, bool):
+        return default if value else None
+    raise UnsupportedError(
+        f"{flag} must be True (the default {kind.__name__}), False (none) or a "
+        f"botorch_tnpkr.nn.{kind.__name__}, got {value!r}."
+    )
+
+
 def check_adaptation(adapt: object) -> Adaptation | None:
     """The ``Adaptation`` that ``TNPKRModel(adapt=...)`` asks for, or None (off)."""
-    if isinstance(adapt, Adaptation):
-        return adapt
-    if isinstance(adapt, bool):
-        return DEFAULT_ADAPTATION if adapt else None
-    raise UnsupportedError(
-        "adapt must be True (the default adaptation), False (none) or a "
-        f"botorch_tnpkr.nn.Adaptation, got {adapt!r}."
-    )
+    return _optional_setting("adapt", adapt, Adaptation, DEFAULT_ADAPTATION)
 
 
 def check_calibration(calibrate: object) -> Calibration | None:
     """The ``Calibration`` that ``TNPKRModel(calibrate=...)`` asks for, or None (off)."""
-    if isinstance(calibrate, Calibration):
-        return calibrate
-    if isinstance(calibrate, bool):
-        return DEFAULT_CALIBRATION if calibrate else None
-    raise UnsupportedError(
-        "calibrate must be True (the default calibration), False (none) or a "
-        f"botorch_tnpkr.nn.Calibration, got {calibrate!r}."
-    )
+    return _optional_setting("calibrate", calibrate, Calibration, DEFAULT_CALIBRATION)

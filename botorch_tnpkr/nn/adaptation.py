@@ -16,6 +16,12 @@ by ``steps`` Adam steps from ``s = 1`` (each step a fresh seeded split into ``fo
 at most ``max_points`` points, so its cost does not grow with the context). ``|log s_j|`` is
 bounded by ``max_log_scale``.
 
+A context of ``m < max_points`` valid points takes steps of ``lr * m / max_points``: the
+fewer the points, the noisier the held-out likelihood, and at full step size small contexts
+(32 points) now and then landed on scales where the network's variance collapses far from
+the data (one task in 72 lost 8 nats per point on a development set; 128-point contexts did
+not). Full steps start at ``max_points`` points.
+
 Below ``min_context`` valid points the folds are too small to say anything and the scales
 stay 1. The result is a deterministic function of the context (seeded splits shared by all
 tasks of a batch); tasks of a batch are fitted together, each from its own points only.
@@ -43,7 +49,8 @@ class Adaptation:
 
     Attributes:
         steps: Adam steps (each one forward and backward pass over ``folds`` folds).
-        lr: Adam's step size on the log scales.
+        lr: Adam's step size on the log scales for contexts of ``max_points`` points or
+            more; smaller contexts take ``lr * points / max_points``.
         folds: Parts each step's points are split into, each predicted from the others.
         min_context: Contexts with fewer valid points keep scales 1.
         max_points: Each step draws at most this many of a context's points.
@@ -52,7 +59,7 @@ class Adaptation:
     """
 
     steps: int = 20
-    lr: float = 0.01
+    lr: float = 0.1
     folds: int = 4
     min_context: int = 32
     max_points: int = 256
@@ -157,6 +164,9 @@ def fit_distance_scale(
     log_scale = torch.zeros(len(chosen), d, dtype=xc.dtype, device=xc.device, requires_grad=True)
     optimiser = torch.optim.Adam([log_scale], lr=adaptation.lr)
     bound = adaptation.max_log_scale
+    # Per-context step sizes: lr * points / max_points, at most lr (module docstring).
+    counts = mask.sum(-1, keepdim=True).clamp_max(adaptation.max_points)
+    step_fraction = counts.to(xc.dtype) / adaptation.max_points
     with torch.enable_grad():
         for step in range(adaptation.steps):
             order = _order(mask, adaptation.seed + step)[:, : adaptation.max_points]
@@ -164,8 +174,10 @@ def fit_distance_scale(
             loss = held_out_nll(network, points, adaptation.folds, log_scale).sum()
             # Only the scales: the network's parameters collect no gradient.
             (log_scale.grad,) = torch.autograd.grad(loss, [log_scale])
+            before = log_scale.detach().clone()
             optimiser.step()
             with torch.no_grad():
+                log_scale.copy_(before + step_fraction * (log_scale - before))
                 log_scale.clamp_(-bound, bound)
     scale[chosen] = log_scale.detach().exp()
     return scale

@@ -138,3 +138,20 @@ def test_the_shipped_network_stretches_the_dimension_the_function_varies_in() ->
     scales = fit_distance_scale(network, xc, yc)
     assert bool((scales[:, 0] > 1.05).all())
     assert bool((scales[:, 1:] < 0.95).all())
+
+
+def test_smaller_contexts_take_proportionally_smaller_steps() -> None:
+    """Adam's first step moves every coordinate by about lr; a context of m < max_points
+    valid points by lr * m / max_points (the rest of the batch is padding)."""
+    model = make_model("softmax", ard_bias=True)
+    xc, yc, _ = make_task(b=2, nc=24, d=2, seed=3)
+    mask = torch.ones(2, 24, dtype=torch.bool)
+    mask[1, 12:] = False  # 12 of max_points = 24 valid points
+    one_step = Adaptation(**{**SMALL.__dict__, "steps": 1, "lr": 0.2})
+    moved = fit_distance_scale(model, xc, yc, mask=mask, adaptation=one_step).log().abs()
+    torch.testing.assert_close(
+        moved[0], torch.full((2,), 0.2, dtype=moved.dtype), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        moved[1], torch.full((2,), 0.1, dtype=moved.dtype), atol=1e-4, rtol=0
+    )

@@ -120,6 +120,12 @@ class StepOptions:
     linear_above: int | None = None  # None: TNPKRModel's default
     mc_samples: int = 128  # qLogNEI's sample count (BoTorch's default)
     calibrate: bool = True  # TNPKRModel's variance calibration (its default)
+    adapt: bool = True  # TNPKRModel's distance adaptation (its default since session 23)
+
+
+# The version of TNPKRModel's default distance adaptation that adapted runs record: 2 is
+# session 24's (step 0.1 scaled by points / 256); no benchmark ran with session 23's (1).
+ADAPTATION_VERSION = 2
 
 
 @dataclass
@@ -150,7 +156,11 @@ def build_model(
     if method == "tnpkr":
         from botorch_tnpkr.model import TNPKRModel
 
-        kwargs: dict[str, Any] = {"checkpoint": options.checkpoint, "calibrate": options.calibrate}
+        kwargs: dict[str, Any] = {
+            "checkpoint": options.checkpoint,
+            "calibrate": options.calibrate,
+            "adapt": options.adapt,
+        }
         if options.linear_above is not None:
             kwargs["linear_above"] = options.linear_above
         return TNPKRModel(X, Y, train_Yvar=Yvar, **kwargs)

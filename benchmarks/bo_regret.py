@@ -54,6 +54,7 @@ if str(REPO) not in sys.path:
 from benchmarks._bo import (  # noqa: E402
     ACQ_LABELS,
     ACQUISITIONS,
+    ADAPTATION_VERSION,
     FUNCTIONS,
     LABELS,
     METHODS,
@@ -100,11 +101,20 @@ def calibration_label(record: dict[str, Any]) -> str:
     return "+cal" + (str(version) if version != 1 else "")
 
 
+def adaptation_label(record: dict[str, Any]) -> str:
+    """``""`` for a run without distance adaptation (all runs before session 24), else
+    ``+adapt<version>``."""
+    if not record.get("adapted", False):
+        return ""
+    return f"+adapt{record.get('adaptation_version', ADAPTATION_VERSION)}"
+
+
 def tnpkr_identity(record: dict[str, Any]) -> str:
     """The TNP-KR surrogate of a run: its checkpoint's sha256, with ``calibration_label`` when
     the variances were calibrated (``TNPKRModel(calibrate=True)``; runs from before the setting
-    existed were not)."""
-    return (record.get("checkpoint_sha256") or "") + calibration_label(record)
+    existed were not) and ``adaptation_label`` when the distances were adapted."""
+    sha = record.get("checkpoint_sha256") or ""
+    return sha + calibration_label(record) + adaptation_label(record)
 
 
 def run_key(record: dict[str, Any]) -> tuple:
@@ -174,12 +184,19 @@ def run_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
         raw_samples=args.raw_samples,
         checkpoint=args.checkpoint,
         calibrate=not args.no_calibration,
+        adapt=not args.no_adaptation,
     )
     sha = checkpoint_sha(args.checkpoint)
     # What identifies the TNP-KR surrogate of a run (``tnpkr_identity``).
-    surrogate: dict[str, Any] = {"checkpoint_sha256": sha, "calibrated": options.calibrate}
+    surrogate: dict[str, Any] = {
+        "checkpoint_sha256": sha,
+        "calibrated": options.calibrate,
+        "adapted": options.adapt,
+    }
     if options.calibrate:
         surrogate["calibration_version"] = CALIBRATION_VERSION
+    if options.adapt:
+        surrogate["adaptation_version"] = ADAPTATION_VERSION
     done = finished_runs(args.results)
     facts = machine_facts(torch.device("cpu"))
     started = time.monotonic()
@@ -244,19 +261,26 @@ def _quantiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def select_records(
-    records: list[dict[str, Any]], sha: str | None, calibrated: bool | None = None
+    records: list[dict[str, Any]],
+    sha: str | None,
+    calibrated: bool | None = None,
+    adapted: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per run (the longest), TNP-KR runs only of the checkpoint ``sha`` and the
-    calibration setting ``calibrated`` where given (True: the current calibration version)."""
-    wanted = None
+    """One record per run (the longest), TNP-KR runs only of the checkpoint ``sha``, the
+    calibration setting ``calibrated`` and the adaptation setting ``adapted`` where given
+    (True: the current version)."""
+    wanted_cal = wanted_adapt = None
     if calibrated is not None:
         current = {"calibrated": True, "calibration_version": CALIBRATION_VERSION}
-        wanted = calibration_label(current) if calibrated else ""
+        wanted_cal = calibration_label(current) if calibrated else ""
+    if adapted is not None:
+        wanted_adapt = adaptation_label({"adapted": adapted})
     best: dict[tuple, dict[str, Any]] = {}
     for record in records:
         if record["method"] == "tnpkr" and (
             (sha and not (record.get("checkpoint_sha256") or "").startswith(sha))
-            or (wanted is not None and calibration_label(record) != wanted)
+            or (wanted_cal is not None and calibration_label(record) != wanted_cal)
+            or (wanted_adapt is not None and adaptation_label(record) != wanted_adapt)
         ):
             continue
         key = run_key(record)
@@ -528,7 +552,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     sha = None if args.all_checkpoints else (args.checkpoint_sha or checkpoint_sha(args.checkpoint))
     records = load_records(args.results)
     calibrated = None if args.all_checkpoints else not args.no_calibration
-    selected = select_records(records, sha, calibrated)
+    adapted = None if args.all_checkpoints else not args.no_adaptation
+    selected = select_records(records, sha, calibrated, adapted)
     summary = aggregate(selected)
     summary.update(
         benchmark="bo_regret",
@@ -538,6 +563,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint=args.checkpoint,
         checkpoint_sha256=sha,
         calibrated=calibrated,
+        adapted=adapted,
         machines=sorted(
             {json.dumps(r.get("machine", {}), sort_keys=True) for r in selected}, key=len
         ),
@@ -677,13 +703,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="SHA",
         help="compare the TNP-KR runs of these checkpoint files (sha256 prefixes; add +cal2 "
-        "for runs with the current calibration, +cal for session 18's) on the runs they all "
-        "finished; no runs",
+        "for runs with the current calibration, +cal for session 18's, then +adapt2 for runs "
+        "with the current distance adaptation) on the runs they all finished; no runs",
     )
     parser.add_argument(
         "--no-calibration",
         action="store_true",
         help="TNPKRModel(calibrate=False): run, or report, the network's variances as they are",
+    )
+    parser.add_argument(
+        "--no-adaptation",
+        action="store_true",
+        help="TNPKRModel(adapt=False): run, or report, the network's distances as they are "
+        "(all runs before session 24)",
     )
     parser.add_argument("--smoke", action="store_true", help="Branin, 1 seed, 2 iterations")
     args = parser.parse_args(argv)

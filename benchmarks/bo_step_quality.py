@@ -12,7 +12,8 @@ histories and scores a single LogEI step of every model from each of them, paire
   with ``:known`` appended, told the noise level instead of inferring it: the true one,
   floored at 1e-6 of the variance of Y, see ``known_noise``; with ``:nocal`` appended, a
   checkpoint without ``TNPKRModel``'s variance calibration, as rows made before session 18
-  were; both: ``:known:nocal``) is built on the history and
+  were; with ``:noadapt``, without its distance adaptation, as rows made before session 24
+  were; suffixes combine, e.g. ``:known:nocal``) is built on the history and
   ``LogExpectedImprovement(best_f=max Y)`` is optimised with the suite's budgets, under the
   same torch seed for every model;
 * scores, per history and model:
@@ -64,6 +65,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks._bo import (  # noqa: E402
+    ADAPTATION_VERSION,
     FUNCTIONS,
     NOISE_VARIANTS,
     Problem,
@@ -211,44 +213,49 @@ def known_noise(Y: Tensor, noise_std: float) -> Tensor:
     return torch.full_like(Y, max(noise_std**2, floor))
 
 
-MODEL_SUFFIXES = ("known", "nocal")
+MODEL_SUFFIXES = ("known", "nocal", "noadapt")
 
 
-def parse_spec(spec: str) -> tuple[str, bool, bool]:
-    """``(base, known, calibrate)`` of a ``--models`` entry ``base[:known][:nocal]``."""
+def parse_spec(spec: str) -> tuple[str, bool, bool, bool]:
+    """``(base, known, calibrate, adapt)`` of a ``--models`` entry
+    ``base[:known][:nocal][:noadapt]``."""
     base, *suffixes = spec.split(":")
     unknown = [s for s in suffixes if s not in MODEL_SUFFIXES]
     if unknown or len(set(suffixes)) < len(suffixes):
         raise ValueError(
-            f"Bad model suffixes {suffixes} in {spec!r}; allowed: ':known' and/or ':nocal'."
+            f"Bad model suffixes {suffixes} in {spec!r}; allowed, once each: "
+            + ", ".join(f"':{s}'" for s in MODEL_SUFFIXES)
+            + "."
         )
-    if base == "gp" and "nocal" in suffixes:
-        raise ValueError(f"{spec!r}: ':nocal' applies to TNP-KR checkpoints only.")
-    return base, "known" in suffixes, "nocal" not in suffixes
+    for network_only in ("nocal", "noadapt"):
+        if base == "gp" and network_only in suffixes:
+            raise ValueError(f"{spec!r}: ':{network_only}' applies to TNP-KR checkpoints only.")
+    return base, "known" in suffixes, "nocal" not in suffixes, "noadapt" not in suffixes
 
 
 def make_model(spec: str, X: Tensor, Y: Tensor, noise_std: float):
     """The model of a ``--models`` entry: ``gp`` or a checkpoint, with ``:known`` for a model
-    told the noise level (``known_noise``) instead of inferring it and ``:nocal`` for a
-    checkpoint without variance calibration."""
-    base, known, calibrate = parse_spec(spec)
+    told the noise level (``known_noise``) instead of inferring it, ``:nocal`` for a
+    checkpoint without variance calibration and ``:noadapt`` without distance adaptation."""
+    base, known, calibrate, adapt = parse_spec(spec)
     Yvar = known_noise(Y, noise_std) if known else None
     if base == "gp":
         return build_model("gp", X, Y, StepOptions(), Yvar=Yvar)
-    options = StepOptions(checkpoint=base, calibrate=calibrate)
+    options = StepOptions(checkpoint=base, calibrate=calibrate, adapt=adapt)
     return build_model("tnpkr", X, Y, options, Yvar=Yvar)
 
 
 def model_label(spec: str) -> str:
     """``gp`` (``gp:known``), or the checkpoint's name and the first 8 hex digits of its
-    sha256, then ``:known`` if told the noise and ``:cal`` if calibrated. Rows scored before
-    calibration existed carry no ``:cal``, so ``--reuse`` matches them to ``:nocal`` runs
-    only, never to calibrated ones."""
-    base, known, calibrate = parse_spec(spec)
+    sha256, then ``:known`` if told the noise, ``:cal`` if calibrated and ``:adapt<version>``
+    if adapted. Rows scored before calibration (adaptation) existed carry no ``:cal``
+    (``:adapt2``), so ``--reuse`` matches them only to runs without it."""
+    base, known, calibrate, adapt = parse_spec(spec)
     if base == "gp":
         return "gp:known" if known else "gp"
     path, _ = resolve_checkpoint(base)
-    return f"{Path(base).stem}@{file_sha256(path)[:8]}" + ":known" * known + ":cal" * calibrate
+    label = f"{Path(base).stem}@{file_sha256(path)[:8]}" + ":known" * known + ":cal" * calibrate
+    return label + f":adapt{ADAPTATION_VERSION}" * adapt
 
 
 # Settings that change a model's scores on a history; rows are reused only when they match.

@@ -193,3 +193,25 @@ def test_smoke_runs_record_the_calibration_setting(tmp_path):
     assert [json.loads(line)["calibrated"] for line in lines] == [True, False]
     versions = [json.loads(line).get("calibration_version") for line in lines]
     assert versions == [bo_regret.CALIBRATION_VERSION, None]
+
+
+def test_adapted_runs_are_other_runs_of_the_same_checkpoint():
+    """Runs made before the distance adaptation existed (no field) are never taken for adapted
+    ones: other run keys, left out of an adapted report, compared under their own label."""
+    plain = dict(fake("branin", "tnpkr", 0, [1.0, 0.1, 0.1], sha="aaa1"), calibrated=True)
+    adapted = dict(plain, adapted=True, adaptation_version=2, regret=[1.0, 0.1, 0.001])
+    assert bo_regret.run_key(plain) != bo_regret.run_key(adapted)
+    assert bo_regret.tnpkr_identity(adapted) == "aaa1+cal+adapt2"
+    assert bo_regret.select_records([plain, adapted], "aaa1", adapted=True) == [adapted]
+    assert bo_regret.select_records([plain, adapted], "aaa1", adapted=False) == [plain]
+    assert len(bo_regret.select_records([plain, adapted], "aaa1")) == 2
+    table = bo_regret.compare_checkpoints([plain, adapted], ["aaa1+cal", "aaa1+cal+adapt2"])
+    assert "aaa1+cal+adapt2 - aaa1+cal: -2.000" in table
+
+
+def test_smoke_runs_record_the_adaptation_setting(tmp_path):
+    argv = smoke(tmp_path, "--methods", "tnpkr", "--iterations", "1")
+    bo_regret.main([*argv, "--no-adaptation"])
+    lines = (tmp_path / "bo_regret_smoke.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    assert record["adapted"] is False and "adaptation_version" not in record

@@ -85,8 +85,8 @@ def test_known_noise_models_get_the_floored_true_level():
     told = bsq.make_model("tnpkr-exact:known", X, Y, 0.5)
     assert torch.equal(told.train_Yvar, torch.full_like(Y, 0.25))
     assert bsq.make_model("tnpkr-exact", X, Y, 0.5).train_Yvar is None
-    assert bsq.model_label("tnpkr-exact:known").endswith(":known:cal")
-    with pytest.raises(ValueError, match="allowed: ':known'"):
+    assert bsq.model_label("tnpkr-exact:known").endswith(":known:cal:adapt2")
+    with pytest.raises(ValueError, match="allowed, once each: ':known'"):
         bsq.make_model("gp:exact", X, Y, 0.0)
 
 
@@ -96,13 +96,30 @@ def test_calibration_is_a_model_suffix_and_part_of_the_label():
     assert bsq.make_model("tnpkr-exact", X, Y, 0.0)._calibration is not None
     assert bsq.make_model("tnpkr-exact:nocal", X, Y, 0.0)._calibration is None
     assert bsq.make_model("tnpkr-exact:known:nocal", X, Y, 0.0)._calibration is None
-    calibrated, plain = bsq.model_label("tnpkr-exact"), bsq.model_label("tnpkr-exact:nocal")
+    calibrated = bsq.model_label("tnpkr-exact:noadapt")
+    plain = bsq.model_label("tnpkr-exact:nocal:noadapt")
     # rows scored before calibration existed carry the plain label: never reused as calibrated
     assert calibrated == plain + ":cal" and ":" not in plain
-    assert bsq.model_label("tnpkr-exact:nocal:known") == plain + ":known"
+    assert bsq.model_label("tnpkr-exact:nocal:known:noadapt") == plain + ":known"
     for bad in ("gp:nocal", "tnpkr-exact:nocal:nocal", "tnpkr-exact:cal"):
         with pytest.raises(ValueError, match=r"suffix|TNP-KR"):
             bsq.parse_spec(bad)
+
+
+def test_adaptation_is_a_model_suffix_and_part_of_the_label():
+    """Rows scored before the adaptation existed (no ``:adapt2``) are never reused for an
+    adapted model, and ``:noadapt`` builds the model without it."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.rand(40, 2, generator=gen, dtype=torch.float64)
+    Y = torch.sin(6 * X[:, :1])
+    adapted = bsq.make_model("tnpkr-exact", X, Y, 0.0)
+    plain = bsq.make_model("tnpkr-exact:noadapt", X, Y, 0.0)
+    scales = adapted._context().distance_scale
+    assert not torch.equal(scales, torch.ones_like(scales))
+    assert plain._context().distance_scale is None
+    assert bsq.model_label("tnpkr-exact") == bsq.model_label("tnpkr-exact:noadapt") + ":adapt2"
+    with pytest.raises(ValueError, match="TNP-KR"):
+        bsq.parse_spec("gp:noadapt")
 
 
 def test_histories_made_with_other_budgets_are_run_again(tmp_path):

@@ -52,6 +52,9 @@ class Adaptation:
         lr: Adam's step size on the log scales for contexts of ``max_points`` points or
             more; smaller contexts take ``lr * points / max_points``.
         folds: Parts each step's points are split into, each predicted from the others.
+        folds_per_step: How many of the folds each step predicts (None: all); the
+            cost of a step is about proportional to it, and since every step draws a
+            fresh split, the steps together still cover all points.
         min_context: Contexts with fewer valid points keep scales 1.
         max_points: Each step draws at most this many of a context's points.
         max_log_scale: Bound of ``|log s_j|``.
@@ -61,6 +64,7 @@ class Adaptation:
     steps: int = 20
     lr: float = 0.1
     folds: int = 4
+    folds_per_step: int | None = None
     min_context: int = 32
     max_points: int = 256
     max_log_scale: float = 3.0
@@ -73,6 +77,11 @@ class Adaptation:
             raise ConfigError(f"Adaptation.lr must be a finite number > 0, got {self.lr}.")
         if self.folds < 2:
             raise ConfigError(f"Adaptation.folds must be >= 2, got {self.folds}.")
+        if self.folds_per_step is not None and not 1 <= self.folds_per_step <= self.folds:
+            raise ConfigError(
+                f"Adaptation.folds_per_step must be None or in [1, folds = {self.folds}], "
+                f"got {self.folds_per_step}."
+            )
         if self.min_context < 2 * self.folds:
             raise ConfigError(
                 f"Adaptation.min_context ({self.min_context}) must be >= 2 * folds "
@@ -98,6 +107,7 @@ def held_out_nll(
     points: tuple[Tensor, Tensor, Tensor | None, Tensor],
     folds: int,
     log_scale: Tensor,
+    used_folds: int | None = None,
 ) -> Tensor:
     """`B` mean negative log-likelihoods of each fold's points predicted from the others.
 
@@ -107,6 +117,8 @@ def held_out_nll(
             (``calibration._gathered``).
         folds: Number of folds (positions ``p, p + folds, ...`` form fold ``p``).
         log_scale: `B x d` log distance scales (differentiable).
+        used_folds: Predict only the first this many folds (default all): each is still
+            predicted from all the other folds' points.
 
     Returns:
         `B` means over each context's valid held-out points (0 where there are none).
@@ -114,7 +126,9 @@ def held_out_nll(
     x, y, v, valid = points
     b, m, d = x.shape
     keep, keep_real, out, out_real = _fold_splits(m, folds, x.device)
-    c, k_size, o_size = folds, keep.shape[-1], out.shape[-1]
+    c = folds if used_folds is None else min(used_folds, folds)
+    keep, keep_real, out, out_real = keep[:c], keep_real[:c], out[:c], out_real[:c]
+    k_size, o_size = keep.shape[-1], out.shape[-1]
     pred = network(
         x[:, keep].reshape(b * c, k_size, d),
         y[:, keep].reshape(b * c, k_size),
@@ -171,7 +185,9 @@ def fit_distance_scale(
         for step in range(adaptation.steps):
             order = _order(mask, adaptation.seed + step)[:, : adaptation.max_points]
             points = _gathered(xc, yc, yvar, mask, order)
-            loss = held_out_nll(network, points, adaptation.folds, log_scale).sum()
+            loss = held_out_nll(
+                network, points, adaptation.folds, log_scale, adaptation.folds_per_step
+            ).sum()
             # Only the scales: the network's parameters collect no gradient.
             (log_scale.grad,) = torch.autograd.grad(loss, [log_scale])
             before = log_scale.detach().clone()

@@ -74,6 +74,8 @@ def test_bad_distance_scales_get_typed_errors() -> None:
         ({"min_context": 5}, "min_context"),
         ({"max_points": 10}, "max_points"),
         ({"max_log_scale": math.inf}, "max_log_scale"),
+        ({"folds_per_step": 0}, "folds_per_step"),
+        ({"folds_per_step": 4}, "folds_per_step"),
     ],
 )
 def test_settings_are_checked(changes: dict, match: str) -> None:
@@ -155,3 +157,23 @@ def test_smaller_contexts_take_proportionally_smaller_steps() -> None:
     torch.testing.assert_close(
         moved[1], torch.full((2,), 0.1, dtype=moved.dtype), atol=1e-4, rtol=0
     )
+
+
+def test_a_step_can_predict_some_of_the_folds_from_all_the_others() -> None:
+    """``used_folds=1``: the first fold's points predicted from the other folds' points, as
+    a direct call of the network computes it; all folds is the default."""
+    model = make_model("softmax", ard_bias=True)
+    xc, yc, _ = make_task(b=2, nc=12, d=2, seed=5)
+    mask = torch.ones_like(yc, dtype=torch.bool)
+    points = _gathered(xc, yc, None, mask, _order(mask, 0))
+    log_scale = torch.tensor([[0.3, -0.2], [0.0, 0.5]], dtype=xc.dtype)
+    with torch.no_grad():
+        every = held_out_nll(model, points, 3, log_scale)
+        torch.testing.assert_close(held_out_nll(model, points, 3, log_scale, 3), every)
+        first = held_out_nll(model, points, 3, log_scale, 1)
+        x, y = points[0], points[1]
+        out, keep = torch.arange(0, 12, 3), torch.tensor([i for i in range(12) if i % 3])
+        pred = model(x[:, keep], y[:, keep], x[:, out], distance_scale=log_scale.exp())
+    direct = 0.5 * (torch.log(2 * math.pi * pred.yvar) + (y[:, out] - pred.mean) ** 2 / pred.yvar)
+    torch.testing.assert_close(first, direct.mean(-1))
+    assert not torch.allclose(first, every)

@@ -12,9 +12,10 @@ context itself:
 
     log s = argmax  sum over folds f of  log p(y_f | x_f, context without f; s),
 
-by ``steps`` Adam steps from ``s = 1`` (each step a fresh seeded split into ``folds`` folds of
-at most ``max_points`` points, so its cost does not grow with the context). ``|log s_j|`` is
-bounded by ``max_log_scale``.
+by ``steps`` Adam steps from ``s = 1``. Each step draws a fresh seeded split into ``folds``
+folds of at most ``max_points`` points (so its cost does not grow with the context) and
+predicts ``folds_per_step`` of them, by default one: a stochastic estimate of the sum above.
+``|log s_j|`` is bounded by ``max_log_scale``.
 
 A context of ``m < max_points`` valid points takes steps of ``lr * m / max_points``: the
 fewer the points, the noisier the held-out likelihood, and at full step size small contexts
@@ -54,7 +55,9 @@ class Adaptation:
         folds: Parts each step's points are split into, each predicted from the others.
         folds_per_step: How many of the folds each step predicts (None: all); the
             cost of a step is about proportional to it, and since every step draws a
-            fresh split, the steps together still cover all points.
+            fresh split, the steps together still cover all points. One fold a step
+            cost 4x less than all four and gave the same gaps within 0.01 (128-point
+            contexts of a development seed).
         min_context: Contexts with fewer valid points keep scales 1.
         max_points: Each step draws at most this many of a context's points.
         max_log_scale: Bound of ``|log s_j|``.
@@ -64,7 +67,7 @@ class Adaptation:
     steps: int = 20
     lr: float = 0.1
     folds: int = 4
-    folds_per_step: int | None = None
+    folds_per_step: int | None = 1
     min_context: int = 32
     max_points: int = 256
     max_log_scale: float = 3.0

@@ -125,12 +125,16 @@ plt.show()
 
 # %% [markdown]
 # What to look at: the GP's step time grows steeply with `n` (its fit is cubic, and the
-# acquisition optimisation works with `n x n` matrices), and it is already much slower than
+# acquisition optimisation works with `n x n` matrices), and it is already slower than
 # TNP-KR at 1,000 points. TNP-KR's exact network grows more gently (its encoding is
 # quadratic, each posterior call linear in `n`); above 4,096 points `"auto"` switches to the
 # linear-attention network, whose step time drops and then grows only slowly, so that BO on
-# tens of thousands of observations takes about a second per step on one CPU thread. The table
-# above splits build time (encoding, or fitting for the GP) from the whole step.
+# tens of thousands of observations takes a few seconds per step on one CPU thread. The table
+# above splits build time (encoding, or fitting for the GP) from the whole step. Most of
+# TNP-KR's build time is the distance adaptation (`adapt=True`, the default: 20 gradient
+# steps that fit the network's distances to the history, at a cost that does not grow with
+# `n`); at a few hundred points it makes TNP-KR slower than the GP. `TNPKRModel(X, Y,
+# adapt=False)` skips it, for a less accurate model whose build is the encoding alone.
 #
 # ## 2. What linear attention costs in accuracy
 #

@@ -468,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "calibration": calibration is not None,
             "adaptation": adaptation is not None,
+            # Which adaptation: a re-tuned default scores differently.
+            "adaptation_settings": None if adaptation is None else dataclasses.asdict(adaptation),
         },
         "cells": [dict(c.__dict__, gap=c.gap, gp_gap=c.gp_gap) for c in cells],
     }

@@ -203,9 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = {
         "calibrated": bool(evaluated.get("calibration", False)),
         "adapted": bool(evaluated.get("adaptation", False)),
+        # The adaptation's settings (None: not adapted): a re-tuned default is another way.
+        "adaptation_settings": evaluated.get("adaptation_settings"),
     }
     calibrated = settings["calibrated"]
-    changed = [k for k, v in settings.items() if registry.get(args.name, {}).get(k, False) != v]
+    shipped = registry.get(args.name, {})
+    # Missing, False and None all mean "not used".
+    changed = [k for k, v in settings.items() if (shipped.get(k) or None) != (v or None)]
     if old is not None and changed:
         if not args.force:
             print(
@@ -242,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_gap": new,
         "calibrated": calibrated,
         "adapted": settings["adapted"],
+        "adaptation_settings": settings["adaptation_settings"],
         "summary": report["summary"],
         "extrapolation": report.get("extrapolation"),
         "step": meta["extra"].get("step"),

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from botorch_tnpkr.errors import CheckpointError, ConfigError
-from botorch_tnpkr.nn import TNPKR, load_network, read_metadata
+from botorch_tnpkr.nn import TNPKR, Adaptation, load_network, read_metadata
 from botorch_tnpkr.train import RunOptions, get_preset, train
 from botorch_tnpkr.train.loop import (
     VAL_LAYOUT,
@@ -212,9 +212,10 @@ def test_ship_registers_only_better_checkpoints(tmp_path: Path) -> None:
     assert registry["t"]["calibrated"] is True and "calibrated on each context" in card
     assert registry["t"]["adapted"] is True and "distance scales fitted" in card
     assert ship(args) == 1  # the same network is not better than itself
-    # An entry measured before variance calibration, or before distance adaptation, is not
-    # compared with a score measured with it.
-    for setting in ("calibrated", "adapted"):
+    assert registry["t"]["adaptation_settings"]["steps"] == Adaptation().steps
+    # An entry measured before variance calibration, before distance adaptation, or with
+    # other adaptation settings, is not compared with a score measured with it.
+    for setting in ("calibrated", "adapted", "adaptation_settings"):
         older = dict(registry["t"], mean_gap=1e9)
         del older[setting]
         (dest / "registry.json").write_text(json.dumps({"t": older}))

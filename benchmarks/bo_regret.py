@@ -703,7 +703,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="SHA",
         help="compare the TNP-KR runs of these checkpoint files (sha256 prefixes; add +cal2 "
-        "for runs with the current calibration, +cal for session 18's, then +adapt2 for runs "
+        "for runs with the current calibration, +cal for session 18's, then +adapt3 for runs "
         "with the current distance adaptation) on the runs they all finished; no runs",
     )
     parser.add_argument(

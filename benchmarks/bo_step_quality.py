@@ -249,7 +249,7 @@ def model_label(spec: str) -> str:
     """``gp`` (``gp:known``), or the checkpoint's name and the first 8 hex digits of its
     sha256, then ``:known`` if told the noise, ``:cal`` if calibrated and ``:adapt<version>``
     if adapted. Rows scored before calibration (adaptation) existed carry no ``:cal``
-    (``:adapt2``), so ``--reuse`` matches them only to runs without it."""
+    (``:adapt<version>``), so ``--reuse`` matches them only to runs without it."""
     base, known, calibrate, adapt = parse_spec(spec)
     if base == "gp":
         return "gp:known" if known else "gp"

@@ -199,14 +199,19 @@ def test_adapted_runs_are_other_runs_of_the_same_checkpoint():
     """Runs made before the distance adaptation existed (no field) are never taken for adapted
     ones: other run keys, left out of an adapted report, compared under their own label."""
     plain = dict(fake("branin", "tnpkr", 0, [1.0, 0.1, 0.1], sha="aaa1"), calibrated=True)
-    adapted = dict(plain, adapted=True, adaptation_version=2, regret=[1.0, 0.1, 0.001])
+    version = bo_regret.ADAPTATION_VERSION
+    adapted = dict(plain, adapted=True, adaptation_version=version, regret=[1.0, 0.1, 0.001])
+    older = dict(adapted, adaptation_version=version - 1, regret=[1.0, 0.1, 0.01])
     assert bo_regret.run_key(plain) != bo_regret.run_key(adapted)
-    assert bo_regret.tnpkr_identity(adapted) == "aaa1+cal+adapt2"
-    assert bo_regret.select_records([plain, adapted], "aaa1", adapted=True) == [adapted]
+    assert bo_regret.run_key(older) != bo_regret.run_key(adapted)
+    label = f"aaa1+cal+adapt{version}"
+    assert bo_regret.tnpkr_identity(adapted) == label
+    # adapted=True: the current version only; an older adaptation is another surrogate
+    assert bo_regret.select_records([plain, older, adapted], "aaa1", adapted=True) == [adapted]
     assert bo_regret.select_records([plain, adapted], "aaa1", adapted=False) == [plain]
     assert len(bo_regret.select_records([plain, adapted], "aaa1")) == 2
-    table = bo_regret.compare_checkpoints([plain, adapted], ["aaa1+cal", "aaa1+cal+adapt2"])
-    assert "aaa1+cal+adapt2 - aaa1+cal: -2.000" in table
+    table = bo_regret.compare_checkpoints([plain, adapted], ["aaa1+cal", label])
+    assert f"{label} - aaa1+cal: -2.000" in table
 
 
 def test_smoke_runs_record_the_adaptation_setting(tmp_path):

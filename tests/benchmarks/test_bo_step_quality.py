@@ -8,7 +8,7 @@ import torch
 from botorch.models import SingleTaskGP
 
 from benchmarks import bo_step_quality as bsq
-from benchmarks._bo import Problem, StepOptions, run_bo
+from benchmarks._bo import ADAPTATION_VERSION, Problem, StepOptions, run_bo
 
 
 def test_kept_points_reproduce_the_run_values():
@@ -85,7 +85,7 @@ def test_known_noise_models_get_the_floored_true_level():
     told = bsq.make_model("tnpkr-exact:known", X, Y, 0.5)
     assert torch.equal(told.train_Yvar, torch.full_like(Y, 0.25))
     assert bsq.make_model("tnpkr-exact", X, Y, 0.5).train_Yvar is None
-    assert bsq.model_label("tnpkr-exact:known").endswith(":known:cal:adapt2")
+    assert bsq.model_label("tnpkr-exact:known").endswith(f":known:cal:adapt{ADAPTATION_VERSION}")
     with pytest.raises(ValueError, match="allowed, once each: ':known'"):
         bsq.make_model("gp:exact", X, Y, 0.0)
 
@@ -107,7 +107,7 @@ def test_calibration_is_a_model_suffix_and_part_of_the_label():
 
 
 def test_adaptation_is_a_model_suffix_and_part_of_the_label():
-    """Rows scored before the adaptation existed (no ``:adapt2``) are never reused for an
+    """Rows scored before the adaptation existed (no ``:adapt<version>``) are never reused for an
     adapted model, and ``:noadapt`` builds the model without it."""
     gen = torch.Generator().manual_seed(0)
     X = torch.rand(40, 2, generator=gen, dtype=torch.float64)
@@ -117,7 +117,10 @@ def test_adaptation_is_a_model_suffix_and_part_of_the_label():
     scales = adapted._context().distance_scale
     assert not torch.equal(scales, torch.ones_like(scales))
     assert plain._context().distance_scale is None
-    assert bsq.model_label("tnpkr-exact") == bsq.model_label("tnpkr-exact:noadapt") + ":adapt2"
+    assert (
+        bsq.model_label("tnpkr-exact")
+        == bsq.model_label("tnpkr-exact:noadapt") + f":adapt{ADAPTATION_VERSION}"
+    )
     with pytest.raises(ValueError, match="TNP-KR"):
         bsq.parse_spec("gp:noadapt")
 

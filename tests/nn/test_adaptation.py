@@ -76,6 +76,8 @@ def test_bad_distance_scales_get_typed_errors() -> None:
         ({"max_log_scale": math.inf}, "max_log_scale"),
         ({"folds_per_step": 0}, "folds_per_step"),
         ({"folds_per_step": 4}, "folds_per_step"),
+        ({"ramp_power": -0.5}, "ramp_power"),
+        ({"ramp_power": math.nan}, "ramp_power"),
     ],
 )
 def test_settings_are_checked(changes: dict, match: str) -> None:
@@ -142,20 +144,21 @@ def test_the_shipped_network_stretches_the_dimension_the_function_varies_in() ->
     assert bool((scales[:, 1:] < 0.95).all())
 
 
-def test_smaller_contexts_take_proportionally_smaller_steps() -> None:
+@pytest.mark.parametrize("power", [1.0, 0.5, 0.0])
+def test_smaller_contexts_take_smaller_steps(power: float) -> None:
     """Adam's first step moves every coordinate by about lr; a context of m < max_points
-    valid points by lr * m / max_points (the rest of the batch is padding)."""
+    valid points by lr * (m / max_points) ** ramp_power (the rest of the batch is padding)."""
     model = make_model("softmax", ard_bias=True)
     xc, yc, _ = make_task(b=2, nc=24, d=2, seed=3)
     mask = torch.ones(2, 24, dtype=torch.bool)
     mask[1, 12:] = False  # 12 of max_points = 24 valid points
-    one_step = Adaptation(**{**SMALL.__dict__, "steps": 1, "lr": 0.2})
+    one_step = Adaptation(**{**SMALL.__dict__, "steps": 1, "lr": 0.2, "ramp_power": power})
     moved = fit_distance_scale(model, xc, yc, mask=mask, adaptation=one_step).log().abs()
     torch.testing.assert_close(
         moved[0], torch.full((2,), 0.2, dtype=moved.dtype), atol=1e-4, rtol=0
     )
     torch.testing.assert_close(
-        moved[1], torch.full((2,), 0.1, dtype=moved.dtype), atol=1e-4, rtol=0
+        moved[1], torch.full((2,), 0.2 * 0.5**power, dtype=moved.dtype), atol=1e-4, rtol=0
     )
 
 

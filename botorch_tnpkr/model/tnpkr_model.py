@@ -189,7 +189,7 @@ class TNPKRModel(Model, FantasizeMixin):
             adapt: Fit `d` distance scales to each history before encoding it: factors of
                 each input dimension in the network's kernel-bias distances, chosen by a few
                 Adam steps on the likelihood of held-out folds of the history itself
-                (``nn.adaptation``; histories of 32 points or more, at most 256 points per
+                (``nn.adaptation``; histories of 16 points or more, at most 256 points per
                 step, so the cost does not grow with ``n``; once per model, before the
                 calibration). The network mis-reads lengthscales, most of all when they
                 differ between dimensions; this is its counterpart of a GP's fitted ARD

@@ -14,7 +14,7 @@ NETWORKS = {name: tiny_network(name, seed=3) for name in ("softmax", "dka")}
 
 @st.composite
 def histories(draw):
-    n = draw(st.integers(1, 24))
+    n = draw(st.integers(1, 40))
     d = draw(st.integers(1, 6))
     m = draw(st.integers(1, 2))
     q = draw(st.integers(1, 5))
@@ -40,12 +40,20 @@ def test_posteriors_are_finite_positive_and_order_invariant(case) -> None:
     assert (post.variance > 0).all() and torch.isfinite(post.variance).all()
     latent = model.posterior(Xt)
     assert (latent.variance <= post.variance * (1 + 1e-9)).all()
+    # The network is invariant to the order of the history. The adaptation (from 16 points)
+    # and the calibration (from 32) split it into seeded folds by position, so with them a
+    # reordered history may predict slightly differently; without them it may not.
     perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))
-    permuted = TNPKRModel(X[perm], Y[perm], checkpoint=NETWORKS[attention]).posterior(Xt)
+    plain = {"checkpoint": NETWORKS[attention], "adapt": False, "calibrate": False}
+    ordered = TNPKRModel(X, Y, **plain).posterior(Xt)
+    permuted = TNPKRModel(X[perm], Y[perm], **plain).posterior(Xt)
     # The network computes in float32: order changes the summation order, within its precision.
     scale = float(Y.std()) if Y.shape[0] > 1 else 1.0
-    torch.testing.assert_close(permuted.mean, latent.mean, rtol=1e-5, atol=1e-5 * scale)
-    torch.testing.assert_close(permuted.variance, latent.variance, rtol=1e-4, atol=0.0)
+    torch.testing.assert_close(permuted.mean, ordered.mean, rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(permuted.variance, ordered.variance, rtol=1e-4, atol=0.0)
+    if X.shape[0] < 16:  # below both thresholds the defaults are the plain network
+        torch.testing.assert_close(latent.mean, ordered.mean, rtol=1e-5, atol=1e-5 * scale)
+        torch.testing.assert_close(latent.variance, ordered.variance, rtol=1e-4, atol=0.0)
 
 
 def test_identical_inputs_give_identical_posteriors() -> None:

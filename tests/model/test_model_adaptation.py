@@ -13,6 +13,7 @@ from botorch.sampling import SobolQMCNormalSampler
 
 from botorch_tnpkr import TNPKRModel
 from botorch_tnpkr.nn import Adaptation
+from botorch_tnpkr.nn.adaptation import DEFAULT_ADAPTATION
 from tests.model.helpers import make_data
 
 SMALL = Adaptation(steps=4, lr=0.05, folds=3, min_context=12, max_points=24)
@@ -33,13 +34,13 @@ def test_scales_per_context_and_they_change_the_posterior(exact_path: Path, batc
 
 
 def test_default_adaptation_leaves_small_histories_alone(exact_path: Path) -> None:
-    X, Y = make_data(n=12)
+    X, Y = make_data(n=DEFAULT_ADAPTATION.min_context - 1)
     default = TNPKRModel(X, Y, checkpoint=exact_path)
     plain = TNPKRModel(X, Y, checkpoint=exact_path, adapt=False)
     assert torch.equal(default._context().distance_scale, torch.ones(1, 2, dtype=X.dtype))
     Xt = torch.rand(4, 2, dtype=torch.float64)
     torch.testing.assert_close(default.posterior(Xt).mean, plain.posterior(Xt).mean)
-    big = TNPKRModel(*make_data(n=20), checkpoint=exact_path)
+    big = TNPKRModel(*make_data(n=DEFAULT_ADAPTATION.min_context + 4), checkpoint=exact_path)
     assert not torch.equal(big._context().distance_scale, torch.ones(1, 2, dtype=X.dtype))
 
 

@@ -125,8 +125,9 @@ class StepOptions:
 
 # The version of TNPKRModel's default distance adaptation that adapted runs record: 2 is
 # session 24's (step 0.1 scaled by points / 256, from 32 points), 3 session 25's (the same
-# from 16 points); no benchmark ran with session 23's (1).
-ADAPTATION_VERSION = 3
+# from 16 points), 4 session 26's (below 64 points 10 steps of twice the size); no benchmark
+# ran with session 23's (1).
+ADAPTATION_VERSION = 4
 
 
 @dataclass

@@ -78,6 +78,8 @@ def test_bad_distance_scales_get_typed_errors() -> None:
         ({"folds_per_step": 4}, "folds_per_step"),
         ({"ramp_power": -0.5}, "ramp_power"),
         ({"ramp_power": math.nan}, "ramp_power"),
+        ({"few_steps": 0}, "few_steps"),
+        ({"few_points": -1}, "few_points"),
     ],
 )
 def test_settings_are_checked(changes: dict, match: str) -> None:
@@ -180,3 +182,27 @@ def test_a_step_can_predict_some_of_the_folds_from_all_the_others() -> None:
     direct = 0.5 * (torch.log(2 * math.pi * pred.yvar) + (y[:, out] - pred.mean) ** 2 / pred.yvar)
     torch.testing.assert_close(first, direct.mean(-1))
     assert not torch.allclose(first, every)
+
+
+def test_contexts_below_few_points_take_fewer_larger_steps() -> None:
+    """A context of fewer than ``few_points`` valid points takes ``few_steps`` steps, each
+    ``steps / few_steps`` times as large; a larger context of the same batch takes all
+    ``steps`` of the usual size, as it would alone."""
+    model = make_model("softmax", ard_bias=True)
+    xc, yc, _ = make_task(b=2, nc=24, d=2, seed=6)
+    yc = torch.sin(7 * xc[..., 0])
+    mask = torch.ones(2, 24, dtype=torch.bool)
+    mask[1, 16:] = False  # 16 valid points: below few_points = 20
+    rule = Adaptation(**{**SMALL.__dict__, "steps": 6, "few_steps": 2, "few_points": 20})
+    both = fit_distance_scale(model, xc, yc, mask=mask, adaptation=rule)
+    plain = {**SMALL.__dict__, "few_points": 0}
+    full = Adaptation(**{**plain, "steps": 6})
+    short = Adaptation(**{**plain, "steps": 2, "lr": SMALL.lr * 3})
+    torch.testing.assert_close(both[:1], fit_distance_scale(model, xc[:1], yc[:1], adaptation=full))
+    small_x, small_y = xc[1:, :16], yc[1:, :16]
+    torch.testing.assert_close(
+        both[1:], fit_distance_scale(model, small_x, small_y, adaptation=short)
+    )
+    assert not torch.allclose(
+        both[1:], fit_distance_scale(model, small_x, small_y, adaptation=full)
+    )

@@ -30,6 +30,13 @@ class PriorConfig:
     Kernels: each task draws one of ``kernels`` with probabilities ``kernel_weights``; names
     are the built-in ``KERNELS`` or kernels added with ``register_kernel`` (register them
     before building the config).
+    Targets near the data: a share ``near_share`` of each task's targets sits at a random
+    context point moved by ``s * N(0, I)``, ``s ~ LogUniform(near_jitter_range)`` per target,
+    so that the network learns what a GP does there (interpolate a nearly noiseless
+    observation, shrink a noisy one). Uniform targets almost never fall that close: the
+    networks trained without them predicted an observed point of a noiseless task with a gap
+    of 1-2.5 nats against 0.1-0.5 at uniform targets (32-point contexts of the evaluation
+    prior), and in BO that is the incumbent.
     """
 
     max_dim: int = 10
@@ -44,6 +51,8 @@ class PriorConfig:
     max_context: int = 256
     num_targets: int = 64
     bo_share: float = 0.3
+    near_share: float = 0.0
+    near_jitter_range: tuple[float, float] = (1e-4, 0.05)
     dims: tuple[int, ...] = field(default=())
     kernels: tuple[str, ...] = KERNELS
 
@@ -59,12 +68,19 @@ class PriorConfig:
             raise ConfigError("kernel_weights must not all be zero.")
         if any(not 1 <= d <= self.max_dim for d in self.dims):
             raise ConfigError(f"dims must lie in 1..max_dim={self.max_dim}, got {self.dims}.")
-        for name in ("lengthscale_range", "outputscale_range", "noise_ratio_range"):
+        for name in (
+            "lengthscale_range",
+            "outputscale_range",
+            "noise_ratio_range",
+            "near_jitter_range",
+        ):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ConfigError(f"{name} must satisfy 0 < low <= high, got {(lo, hi)}.")
         if not 0 <= self.bo_share <= 1:
             raise ConfigError(f"bo_share must lie in [0, 1], got {self.bo_share}.")
+        if not 0 <= self.near_share <= 1:
+            raise ConfigError(f"near_share must lie in [0, 1], got {self.near_share}.")
 
     @property
     def allowed_dims(self) -> tuple[int, ...]:
@@ -163,6 +179,19 @@ def _sample_conditional(
     return mean + (chol @ z).squeeze(-1)
 
 
+def _near_points(
+    xc: Tensor, count: int, jitter: tuple[float, float], gen: torch.Generator
+) -> Tensor:
+    """`B x count x d` points at random rows of the `B x n x d` ``xc`` (n >= 1), each moved by
+    ``s * N(0, I)`` with ``s ~ LogUniform(jitter)`` per point, clamped to [0, 1]."""
+    b, n, d = xc.shape
+    rows = torch.randint(n, (b, count), generator=gen)
+    base = torch.gather(xc, 1, rows.unsqueeze(-1).expand(b, count, d))
+    step = _log_uniform(*jitter, (b, count, 1), gen)
+    move = step * torch.randn(b, count, d, generator=gen, dtype=torch.float64)
+    return (base + move).clamp(0.0, 1.0)
+
+
 def _noisy(f: Tensor, hyper: GPHyper, gen: torch.Generator) -> Tensor:
     eps = torch.randn(f.shape, generator=gen, dtype=torch.float64)
     return f + hyper.noise.sqrt().view(-1, 1) * eps
@@ -210,12 +239,17 @@ def sample_tasks(
     bo_shaped = bool(bo_shaped) and num_context >= 4
     n_t = prior.num_targets if num_targets is None else num_targets
     hyper = sample_hyper(prior, batch_size, dim, gen)
+    # Targets near the data (the first ``n_near_data`` targets; none without a context).
+    n_near_data = round(prior.near_share * n_t) if num_context > 0 else 0
 
     def uniform(n: int) -> Tensor:
         return torch.rand(batch_size, n, dim, generator=gen, dtype=torch.float64)
 
     if not bo_shaped:
         x = uniform(num_context + n_t)
+        if n_near_data:
+            near_data = _near_points(x[:, :num_context], n_near_data, prior.near_jitter_range, gen)
+            x[:, num_context : num_context + n_near_data] = near_data
         f = _sample_gp(x, hyper, gen)
         xc, xt = x[:, :num_context], x[:, num_context:]
         yc = _noisy(f[:, :num_context], hyper, gen)
@@ -236,6 +270,10 @@ def sample_tasks(
             batch_size, n2 + n_near, dim, generator=gen, dtype=torch.float64
         )
         x2 = torch.cat([near.clamp(0.0, 1.0), uniform(n_t - n_near)], dim=1)
+        if n_near_data:
+            context = torch.cat([x1, x2[:, :n2]], dim=1)
+            near_data = _near_points(context, n_near_data, prior.near_jitter_range, gen)
+            x2[:, n2 : n2 + n_near_data] = near_data
         f2 = _sample_conditional(x1, y1, x2, hyper, gen)
         xc = torch.cat([x1, x2[:, :n2]], dim=1)
         yc = torch.cat([y1, _noisy(f2[:, :n2], hyper, gen)], dim=1)

@@ -94,7 +94,40 @@ def test_bo_shaped_contexts_cluster() -> None:
     assert spread[True] < 0.8 * spread[False]
 
 
+@pytest.mark.parametrize("bo_shaped", [False, True])
+def test_near_data_targets_sit_at_context_points(bo_shaped: bool) -> None:
+    prior = PriorConfig(max_dim=3, num_targets=16, near_share=0.25, near_jitter_range=(1e-4, 1e-3))
+    batch = sample_tasks(prior, 8, _gen(7), dim=3, num_context=40, bo_shaped=bo_shaped)
+    nearest = torch.cdist(batch.xt, batch.xc).min(-1).values  # (B, nT)
+    assert bool((nearest[:, :4] < 0.01).all())  # the first 4 of 16 targets: near the data
+    assert float(nearest[:, 4:].median()) > 0.05
+    # At a nearly noiseless observation the oracle interpolates: its mean is the observed
+    # value within a few noise standard deviations, its latent variance far below the prior's.
+    rows = torch.cdist(batch.xt[:, :4], batch.xc).argmin(-1)
+    observed = torch.gather(batch.yc, 1, rows)
+    noise_sd = batch.hyper.noise.sqrt().view(-1, 1)
+    assert bool(((batch.oracle_mean[:, :4] - observed).abs() < 6 * noise_sd + 0.02).all())
+    assert bool((batch.oracle_var[:, :4] < 0.1 * batch.hyper.outputscale.view(-1, 1)).all())
+    # No context, no near targets; the context inputs are drawn as without near targets.
+    empty = sample_tasks(prior, 2, _gen(7), dim=3, num_context=0)
+    assert empty.xt.shape == (2, 16, 3)
+    plain = sample_tasks(
+        PriorConfig(max_dim=3, num_targets=16),
+        8,
+        _gen(7),
+        dim=3,
+        num_context=40,
+        bo_shaped=bo_shaped,
+    )
+    assert torch.equal(plain.xc, batch.xc)
+    assert float(torch.cdist(plain.xt, plain.xc).min(-1).values[:, :4].median()) > 0.01
+
+
 def test_prior_validation() -> None:
+    with pytest.raises(ConfigError, match="near_share"):
+        PriorConfig(near_share=1.5)
+    with pytest.raises(ConfigError, match="near_jitter_range"):
+        PriorConfig(near_jitter_range=(0.0, 0.1))
     with pytest.raises(ConfigError, match="kernel_weights"):
         PriorConfig(kernel_weights=(1.0,))
     with pytest.raises(ConfigError, match="dims"):

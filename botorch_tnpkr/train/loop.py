@@ -271,7 +271,11 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
             f"Preset {preset.name!r} trains through the causal path (causal_share > 0), which "
             "runs outside DistributedDataParallel's forward; train it in a single process."
         )
-    if world > 1 and not dist.is_initialized():
+    # A group this call starts, it also ends: left to interpreter shutdown, gloo's worker
+    # threads now and then aborted a rank (SIGABRT, "terminate called without an active
+    # exception") after training had finished.
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -455,4 +459,6 @@ def train(preset: TrainPreset, options: RunOptions) -> dict[str, Any]:
             signal.signal(sig, handler)
         if world > 1:
             dist.barrier()
+        if own_group:
+            dist.destroy_process_group()
     return {"step": step, "train_seconds": train_seconds, "best_val_gap_y": best_val, **last}

@@ -139,6 +139,10 @@ def _ard_restart(
     )
 
 
+# exact-wide's network: the exact-fine network twice as wide (tnpkr-exact since session 16).
+_WIDE_MODEL = _DEEP_MODEL.replace(ard_bias=True, fine_basis=2, dim_model=128, dim_ffn=512)
+
+
 def _wide_restart(name: str, lr: float) -> TrainPreset:
     """The exact-fine network grown twice as wide (``--init-from`` exact-fine step 4k, the
     ``tnpkr-exact`` of commit 9e58c3d): tokens 64 -> 128, FFN 256 -> 512; a 10k-step cosine
@@ -151,9 +155,6 @@ def _wide_restart(name: str, lr: float) -> TrainPreset:
         warmup_steps=300,
         lr_scales=((".bias.fine_", 100.0),),
     )
-
-
-_WIDE_MODEL = _DEEP_MODEL.replace(ard_bias=True, fine_basis=2, dim_model=128, dim_ffn=512)
 
 
 PRESETS: dict[str, TrainPreset] = {

@@ -171,7 +171,7 @@ def predict_paths(network: TNPKR, cache: ContextCache | PathCache, xt: Tensor) -
         memory: Any = paths.context.memories[index]
         t = t + read_paths(block.attention, block.norm_attn(t), x_bias, memory, paths.added[index])
         t = t + block.ffn(block.norm_ffn(t))
-    return _readout(network, paths.context, t)
+    return _readout(network, paths.context, t, xt)
 
 
 def sample_autoregressive(
@@ -326,15 +326,20 @@ def _extend_and_predict(
         both = both + read_paths(block.attention, normed, x_both, memory, added[index])
         both = both + block.ffn(block.norm_ffn(both))
     x_all = torch.cat([paths.x.expand(b, groups, -1, -1), x_new.expand(b, groups, -1, -1)], -2)
-    prediction = _readout(network, paths.context, both[..., 1:, :])
+    prediction = _readout(network, paths.context, both[..., 1:, :], xt)
     return PathCache(context=paths.context, x=x_all, added=added), prediction
 
 
-def _readout(network: TNPKR, context: ContextCache, t: Tensor) -> Prediction:
-    """``network.readout`` of `B x G x S x m x D` path tokens with the context's scales."""
+def _readout(network: TNPKR, context: ContextCache, t: Tensor, xt: Tensor) -> Prediction:
+    """``network.readout`` of `B x G x S x m x D` path tokens at `B x G x m x d` inputs ``xt``
+    with the context's scales. A near path reads the context's points only, not the path's
+    added points."""
     shape = (context.batch_size, 1, 1, 1)
     var_scale = None if context.var_scale is None else context.var_scale.view(shape)
-    return network.readout(t, context.y_loc.view(shape), context.y_scale.view(shape), var_scale)
+    near = network.near_inputs(context, xt)
+    near = None if near is None else near.unsqueeze(2)  # (B, G, 1, m, F)
+    loc, scale = context.y_loc.view(shape), context.y_scale.view(shape)
+    return network.readout(t, loc, scale, var_scale, near)
 
 
 def _shared_prefix(xt: Tensor, base_samples: Tensor) -> int:

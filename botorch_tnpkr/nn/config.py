@@ -47,6 +47,10 @@ class TNPKRConfig:
             centred at distance 0 with log-parametrised widths (initial lengthscales 0.003
             to 0.03), so that attention can single out near neighbours in dense contexts.
             Their amplitudes start at 0 (``nn.grow`` adds them without changing predictions).
+        near_path: Exact backends only. The readout also sees each test point's nearest
+            context point (its distance, value and known noise) and may move its mean towards
+            that value (``nn.near``), so that the network can interpolate its data as a GP
+            does. Its weights start so that it changes nothing (``nn.grow`` adds it).
     """
 
     max_dim: int = 8
@@ -63,6 +67,7 @@ class TNPKRConfig:
     trained_context: int | None = None
     ard_bias: bool = False
     fine_basis: int = 0
+    near_path: bool = False
 
     def __post_init__(self) -> None:
         positive = (
@@ -109,6 +114,13 @@ class TNPKRConfig:
                 f"TNPKRConfig.fine_basis needs an exact backend {EXACT_BACKENDS}; the "
                 f"{self.attention!r} backend has no distance bias."
             )
+        if not isinstance(self.near_path, bool):
+            raise ConfigError(f"TNPKRConfig.near_path must be a bool, got {self.near_path!r}.")
+        if self.near_path and self.attention not in EXACT_BACKENDS:
+            raise ConfigError(
+                f"TNPKRConfig.near_path needs an exact backend {EXACT_BACKENDS}; the "
+                f"{self.attention!r} backend reads a fixed-size summary, not the context points."
+            )
         trained = self.trained_context
         if trained is not None and (
             isinstance(trained, bool) or not isinstance(trained, int) or trained < 2
@@ -141,6 +153,8 @@ class TNPKRConfig:
             parts.append(
                 f"{self.fine_basis} fine bias function{'s' if self.fine_basis > 1 else ''}"
             )
+        if self.near_path:
+            parts.append("nearest-neighbour readout")
         return ", ".join(parts)
 
     @property

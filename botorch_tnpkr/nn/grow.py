@@ -24,6 +24,8 @@ the trained one keeps everything it learned and adds capacity that starts as the
   ``sqrt(k)`` so that ``q.k / sqrt(head width)`` is unchanged; with more heads of the old
   width, the old heads keep their projections and the new heads' outputs start at zero (their
   kernel bias is a fresh one).
+* ``near_path`` switched on adds the readout's nearest-neighbour path (``nn.near``), whose
+  input map and gate start at zero; a source that has one keeps it (its width cannot grow).
 
 The grown network's predictions equal the source's (up to float rounding) until it is trained;
 every other part of the architecture must match (settings without weights, such as
@@ -43,7 +45,15 @@ from botorch_tnpkr.nn.attention import ExactAttention
 from botorch_tnpkr.nn.config import EXACT_BACKENDS, TNPKRConfig
 from botorch_tnpkr.nn.model import TNPKR
 
-GROWABLE = ("num_blocks", "dim_ffn", "ard_bias", "fine_basis", "dim_model", "num_heads")
+GROWABLE = (
+    "num_blocks",
+    "dim_ffn",
+    "ard_bias",
+    "fine_basis",
+    "dim_model",
+    "num_heads",
+    "near_path",
+)
 # Settings without weights: they may differ freely (the grown network takes the target's).
 UNWEIGHTED = ("trained_context",)
 # Default standard deviation of the zero-sum noise on weights that read copied vectors,
@@ -89,6 +99,11 @@ def growth_description(source: TNPKRConfig, target: TNPKRConfig) -> str:
             raise ConfigError(f"Cannot shrink {field.name} from {old} to {new}; it may only grow.")
         changes.append(f"{field.name} {old} -> {new}")
     _check_width(source, target)
+    if source.near_path and source.dim_model != target.dim_model:
+        raise ConfigError(
+            f"A network with a near path cannot grow its width ({source.dim_model} -> "
+            f"{target.dim_model}); grow the width first, then add the near path."
+        )
     return ", ".join(changes)
 
 
@@ -229,6 +244,8 @@ def grow_network(
         _grow_norm(grown.head_norm, old.head_norm, stream)
         _grow_linear(grown.head[0], old.head[0], stream, stream, noise)
         _grow_linear(grown.head[2], old.head[2], maps["outputs"], stream, noise)
+        if old.near_path is not None:  # same width (``growth_description``)
+            grown.near_path.load_state_dict(old.near_path.state_dict())
     for block in grown.blocks[old_config.num_blocks :]:
         nn.init.zeros_(block.attention.out_proj.weight)
         nn.init.zeros_(block.attention.out_proj.bias)

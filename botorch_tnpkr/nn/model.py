@@ -32,6 +32,7 @@ from botorch_tnpkr.nn.attention import ExactAttention
 from botorch_tnpkr.nn.block import KRBlock
 from botorch_tnpkr.nn.calibration import Calibration, variance_scale
 from botorch_tnpkr.nn.config import EXACT_BACKENDS, TNPKRConfig
+from botorch_tnpkr.nn.near import NearPath, near_features
 
 # Token features besides the padded inputs and the dimension mask: y, observed, log yvar, known.
 _EXTRA_FEATURES = 4
@@ -76,6 +77,11 @@ class ContextCache:
         distance_scale: Optional `B x d` factors of each input dimension in the kernel
             bias's distances (``encode(..., adaptation=...)`` or ``distance_scale=...``);
             test inputs are scaled by them too. None is 1.
+        near_keys: ``near_path`` networks: `B x nC x max_dim` context inputs in the kernel
+            bias's scale (``distance_scale`` applied); None otherwise.
+        near_values: ``near_path`` networks: `B x nC x 3` ``[y, log yvar, known]`` features
+            of the context tokens; None otherwise.
+        near_mask: ``near_path`` networks: `B x nC` bool, the valid context points.
     """
 
     memories: list[Any]
@@ -85,6 +91,9 @@ class ContextCache:
     num_context: Tensor
     var_scale: Tensor | None = None
     distance_scale: Tensor | None = None
+    near_keys: Tensor | None = None
+    near_values: Tensor | None = None
+    near_mask: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -111,6 +120,9 @@ class ContextCache:
             num_context=cast(self.num_context),
             var_scale=cast(self.var_scale),
             distance_scale=cast(self.distance_scale),
+            near_keys=cast(self.near_keys),
+            near_values=cast(self.near_values),
+            near_mask=self.near_mask,
         )
 
 
@@ -145,6 +157,7 @@ class TNPKR(nn.Module):
         self.blocks = nn.ModuleList(KRBlock(config) for _ in range(config.num_blocks))
         self.head_norm = nn.LayerNorm(dim)
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 3))
+        self.near_path = NearPath(dim) if config.near_path else None
 
     # ------------------------------------------------------------------ public API
     def forward(
@@ -217,6 +230,9 @@ class TNPKR(nn.Module):
         extra = context_features(y_n, keep, yvar)
         x_pad, x_bias = self._pad_inputs(xc, distance_scale)
         c = self.embed(torch.cat([x_pad, extra], dim=-1))  # (B, nC, D)
+        near = {}
+        if self.near_path is not None:
+            near = {"near_keys": x_bias, "near_values": extra[..., [0, 2, 3]], "near_mask": mask}
         memories = []
         for block in self.blocks:
             c, memory = block.context_step(c, x_bias, mask)
@@ -229,6 +245,7 @@ class TNPKR(nn.Module):
             num_context=count,
             var_scale=var_scale,
             distance_scale=distance_scale,
+            **near,
         )
 
     def predict(self, cache: ContextCache, xt: Tensor) -> Prediction:
@@ -248,10 +265,38 @@ class TNPKR(nn.Module):
         for block, memory in zip(self.blocks, cache.memories, strict=True):
             t = block.test_step(t, x_bias, memory)
         var_scale = None if cache.var_scale is None else cache.var_scale.unsqueeze(-1)
-        return self.readout(t, cache.y_loc.unsqueeze(-1), cache.y_scale.unsqueeze(-1), var_scale)
+        near = self.near_inputs(cache, xt)
+        loc, scale = cache.y_loc.unsqueeze(-1), cache.y_scale.unsqueeze(-1)
+        return self.readout(t, loc, scale, var_scale, near)
+
+    def near_inputs(self, cache: ContextCache, xt: Tensor) -> Tensor | None:
+        """The near path's features of test inputs `B x ... x m x d` (``nn.near``), shaped
+        `B x ... x m x NEAR_FEATURES`; None for a network without the path."""
+        if self.near_path is None:
+            return None
+        if cache.near_keys is None or cache.near_values is None or cache.near_mask is None:
+            raise InputShapeError(
+                "This network has a near path but the cache lacks the context points it reads; "
+                "encode the context with this network."
+            )
+        flat = xt.reshape(xt.shape[0], -1, xt.shape[-1])
+        _, x_bias = self._pad_inputs(flat, cache.distance_scale)
+        features = near_features(
+            x_bias,
+            cache.near_keys.to(x_bias.dtype),
+            cache.near_values.to(x_bias.dtype),
+            cache.near_mask,
+            self.config.scan_chunk,
+        )
+        return features.reshape(*xt.shape[:-1], features.shape[-1])
 
     def readout(
-        self, t: Tensor, loc: Tensor, scale: Tensor, var_scale: Tensor | None = None
+        self,
+        t: Tensor,
+        loc: Tensor,
+        scale: Tensor,
+        var_scale: Tensor | None = None,
+        near: Tensor | None = None,
     ) -> Prediction:
         """The Gaussian head on final test tokens, mapped back to the units of ``yc``.
 
@@ -260,18 +305,29 @@ class TNPKR(nn.Module):
             loc, scale: The context's ``y_loc`` and ``y_scale``, broadcastable to `... x nT`.
             var_scale: Optional factor of both variances (the cache's ``var_scale``),
                 broadcastable to `... x nT`.
+            near: The near path's features (``near_inputs``), broadcastable to
+                `... x nT x NEAR_FEATURES`; required by, and only by, ``near_path`` networks.
 
         Returns:
             The `... x nT` prediction.
         """
-        raw = self.head(self.head_norm(t))  # (..., nT, 3)
+        h = self.head_norm(t)
+        if self.near_path is not None:
+            if near is None:
+                raise InputShapeError("A near_path network's readout needs the near features.")
+            near = near.expand(*h.shape[:-1], near.shape[-1])
+            h = self.near_path.head_input(h, near)
+        raw = self.head(h)  # (..., nT, 3)
         min_std = self.config.min_std
         f_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 1])
         noise_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 2])
         fvar, noise_var = (scale * f_std) ** 2, (scale * noise_std) ** 2
         if var_scale is not None:
             fvar, noise_var = fvar * var_scale, noise_var * var_scale
-        return Prediction(mean=loc + scale * raw[..., 0], fvar=fvar, noise_var=noise_var)
+        mean = raw[..., 0]
+        if self.near_path is not None:
+            mean = self.near_path.mean(mean, h, near)
+        return Prediction(mean=loc + scale * mean, fvar=fvar, noise_var=noise_var)
 
     def with_trained_context(self, trained_context: int | None) -> TNPKR:
         """A copy with another ``config.trained_context`` (None turns log-n scaling off).

@@ -285,6 +285,21 @@ PRESETS: dict[str, TrainPreset] = {
         warmup_steps=100,
         lr_scales=((".bias.fine_", 100.0),),
     ),
+    # exact-near's tasks for the shipped exact network grown with the readout's
+    # nearest-neighbour path (``near_path``; ``--init-from
+    # botorch_tnpkr/checkpoints/tnpkr-exact.safetensors``): exact-near learned interpolation
+    # at about 0.07 nats per 1k steps at the data, because the value must travel through six
+    # blocks to the head; the path hands it to the head. Its new weights start at zero and
+    # train at 30x the peak lr (9e-4), the rest at exact-near's.
+    "exact-nearpath": _standardised_fine_tune(
+        "exact-nearpath",
+        _WIDE_MODEL.replace(near_path=True),
+        prior=PriorConfig(max_context=512, near_share=0.25),
+        total_steps=8_000,
+        lr=3e-5,
+        warmup_steps=100,
+        lr_scales=((".bias.fine_", 100.0), ("near_path.", 30.0)),
+    ),
     # dka-std grown (``--init-from runs/dka-std/best.safetensors``) as exact-std was into
     # exact-deep: 6 blocks, FFN 256. The linear-attention network serves histories above
     # 4,096 points, its evaluation gap (0.936) is nearly twice the exact network's, and its

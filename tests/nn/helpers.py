@@ -30,7 +30,7 @@ def make_model(
 
     With ``ard_bias=True`` the ARD layers get random weights too (a real network starts them
     at zero, the isotropic bias), so that the tests exercise stretched distances; likewise
-    the amplitudes of ``fine_basis`` functions (zero in a fresh network).
+    the amplitudes of ``fine_basis`` functions and the ``near_path`` (zero in a fresh network).
     """
     torch.manual_seed(seed)
     config = TNPKRConfig(**{**SMALL, "attention": attention, **changes})
@@ -46,6 +46,11 @@ def make_model(
                 torch.nn.init.normal_(block.attention.bias.fine_amplitude, std=1.0)
                 # Lengthscales near the test tasks' point spacing, so the functions matter.
                 block.attention.bias.fine_log_width.fill_(3.0)
+    if config.near_path:  # zero in a fresh network (it would change nothing)
+        with torch.no_grad():
+            for layer in (model.near_path.proj, model.near_path.gate[-1]):
+                torch.nn.init.normal_(layer.weight, std=0.5)
+                torch.nn.init.normal_(layer.bias, std=0.5)
     return model.to(dtype).eval()
 
 

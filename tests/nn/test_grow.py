@@ -252,3 +252,11 @@ def test_exact_wide_preset_grows_the_shipped_network() -> None:
     _assert_preset_grows_shipped(
         "tnpkr-exact", "exact-fine", "exact-wide", "dim_model 64 -> 128, dim_ffn 256 -> 512"
     )
+
+
+def test_exact_nearpath_preset_grows_the_shipped_network() -> None:
+    """``exact-nearpath`` adds the nearest-neighbour readout to the shipped wide network,
+    predicting what it predicts until trained."""
+    _assert_preset_grows_shipped(
+        "tnpkr-exact", "exact-wide-lo", "exact-nearpath", "near_path False -> True"
+    )

@@ -43,9 +43,10 @@ def saved(tmp_path):
     return model, path
 
 
-@pytest.mark.parametrize("attention", ATTENTION_BACKENDS)
+@pytest.mark.parametrize("attention", [*ATTENTION_BACKENDS, "softmax+near"])
 def test_round_trip_gives_identical_outputs(tmp_path, attention):
-    model = make_model(attention, torch.float32)
+    attention, near = attention.removesuffix("+near"), attention.endswith("+near")
+    model = make_model(attention, torch.float32, near_path=near)
     path = tmp_path / f"{attention}.safetensors"
     save_network(model, path, extra={"step": 12})
     loaded = load_network(path)

@@ -321,12 +321,12 @@ class TNPKR(nn.Module):
         min_std = self.config.min_std
         f_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 1])
         noise_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 2])
-        fvar, noise_var = (scale * f_std) ** 2, (scale * noise_std) ** 2
+        mean, fvar, noise_var = raw[..., 0], (scale * f_std) ** 2, (scale * noise_std) ** 2
+        if self.near_path is not None:  # in standardised units
+            mean, f_var = self.near_path.update(mean, f_std**2, noise_std**2, h, near)
+            fvar = scale**2 * f_var
         if var_scale is not None:
             fvar, noise_var = fvar * var_scale, noise_var * var_scale
-        mean = raw[..., 0]
-        if self.near_path is not None:
-            mean = self.near_path.mean(mean, h, near)
         return Prediction(mean=loc + scale * mean, fvar=fvar, noise_var=noise_var)
 
     def with_trained_context(self, trained_context: int | None) -> TNPKR:

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from botorch_tnpkr.errors import ConfigError
-from botorch_tnpkr.priors.kernels import KERNELS, kernel_index, kernel_matrix
-from botorch_tnpkr.priors.oracle import GPHyper, gp_posterior, masked_cov
+from botorch_tnpkr.priors.kernels import KERNELS, kernel_index
+from botorch_tnpkr.priors.oracle import GPHyper, gp_posterior, masked_cov, task_kernel
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,14 @@ class PriorConfig:
     networks trained without them predicted an observed point of a noiseless task with a gap
     of 1-2.5 nats against 0.1-0.5 at uniform targets (32-point contexts of the evaluation
     prior), and in BO that is the incumbent.
+    Peaked tasks: a share ``peak_share`` of the tasks multiplies the kernel by an amplitude
+    ``a(x) a(x')`` that rises to ``1 + height`` around a random centre (``GPHyper.peak``;
+    ``height ~ LogUniform(peak_height_range)``, ``width ~ LogUniform(peak_width_range) *
+    sqrt(d)``), so the function has a narrow region that stands many standard deviations above
+    the rest, as Hartmann, Ackley and most BO test functions do. Plain GP draws almost never
+    put a standardised value beyond 4; at 400 Sobol points of Hartmann-6 the best five stand
+    4.5-6.6 standard deviations above the mean, and the networks trained without such tasks
+    predicted them 1.4 standard deviations too low. The oracle stays exact (still a GP).
     """
 
     max_dim: int = 10
@@ -53,6 +61,9 @@ class PriorConfig:
     bo_share: float = 0.3
     near_share: float = 0.0
     near_jitter_range: tuple[float, float] = (1e-4, 0.05)
+    peak_share: float = 0.0
+    peak_height_range: tuple[float, float] = (3.0, 30.0)
+    peak_width_range: tuple[float, float] = (0.08, 0.25)
     dims: tuple[int, ...] = field(default=())
     kernels: tuple[str, ...] = KERNELS
 
@@ -73,6 +84,8 @@ class PriorConfig:
             "outputscale_range",
             "noise_ratio_range",
             "near_jitter_range",
+            "peak_height_range",
+            "peak_width_range",
         ):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
@@ -81,6 +94,8 @@ class PriorConfig:
             raise ConfigError(f"bo_share must lie in [0, 1], got {self.bo_share}.")
         if not 0 <= self.near_share <= 1:
             raise ConfigError(f"near_share must lie in [0, 1], got {self.near_share}.")
+        if not 0 <= self.peak_share <= 1:
+            raise ConfigError(f"peak_share must lie in [0, 1], got {self.peak_share}.")
 
     @property
     def allowed_dims(self) -> tuple[int, ...]:
@@ -140,7 +155,14 @@ def sample_hyper(prior: PriorConfig, batch: int, dim: int, gen: torch.Generator)
         prior.mean_std * outputscale.sqrt() * torch.randn(batch, generator=gen, dtype=torch.float64)
     )
     ratio = _log_uniform(*prior.noise_ratio_range, (batch,), gen)
-    return GPHyper(kernel_id, lengthscale, outputscale, mean, outputscale * ratio**2)
+    peak = None
+    if prior.peak_share > 0:  # no extra draws otherwise: other priors' streams are unchanged
+        centre = torch.rand(batch, dim, generator=gen, dtype=torch.float64)
+        width = _log_uniform(*prior.peak_width_range, (batch, 1), gen) * math.sqrt(dim)
+        height = _log_uniform(*prior.peak_height_range, (batch, 1), gen)
+        peaked = torch.rand(batch, 1, generator=gen, dtype=torch.float64) < prior.peak_share
+        peak = torch.cat([centre, width, torch.where(peaked, height, 0.0)], dim=-1)
+    return GPHyper(kernel_id, lengthscale, outputscale, mean, outputscale * ratio**2, peak)
 
 
 def safe_cholesky(a: Tensor, scale: Tensor) -> Tensor:
@@ -153,10 +175,16 @@ def safe_cholesky(a: Tensor, scale: Tensor) -> Tensor:
     raise RuntimeError("covariance matrix is not positive definite even with 1e-2 jitter")
 
 
+def _max_variance(hyper: GPHyper) -> Tensor:
+    """`B` largest prior variance of each task's function (the scale of its jitter)."""
+    if hyper.peak is None:
+        return hyper.outputscale
+    return hyper.outputscale * (1.0 + hyper.peak[:, -1]) ** 2
+
+
 def _sample_gp(x: Tensor, hyper: GPHyper, gen: torch.Generator) -> Tensor:
     """Joint draw of f at `B x n x d` inputs."""
-    k = kernel_matrix(x, x, hyper.kernel_id, hyper.lengthscale, hyper.outputscale)
-    chol = safe_cholesky(k, hyper.outputscale)
+    chol = safe_cholesky(task_kernel(x, x, hyper), _max_variance(hyper))
     z = torch.randn(x.shape[0], x.shape[1], 1, generator=gen, dtype=torch.float64)
     return hyper.mean.view(-1, 1) + (chol @ z).squeeze(-1)
 
@@ -165,16 +193,15 @@ def _sample_conditional(
     x1: Tensor, y1: Tensor, x2: Tensor, hyper: GPHyper, gen: torch.Generator
 ) -> Tensor:
     """Joint draw of f at ``x2`` given noisy observations ``y1`` at ``x1``."""
-    k11 = kernel_matrix(x1, x1, hyper.kernel_id, hyper.lengthscale, hyper.outputscale)
-    k21 = kernel_matrix(x2, x1, hyper.kernel_id, hyper.lengthscale, hyper.outputscale)
-    k22 = kernel_matrix(x2, x2, hyper.kernel_id, hyper.lengthscale, hyper.outputscale)
+    k11, k21 = task_kernel(x1, x1, hyper), task_kernel(x2, x1, hyper)
+    k22 = task_kernel(x2, x2, hyper)
     mask = torch.ones(y1.shape, dtype=torch.bool)
     chol11 = torch.linalg.cholesky(masked_cov(k11, mask, hyper.noise + 1e-8 * hyper.outputscale))
     resid = (y1 - hyper.mean.view(-1, 1)).unsqueeze(-1)
     mean = hyper.mean.view(-1, 1) + (k21 @ torch.cholesky_solve(resid, chol11)).squeeze(-1)
     v = torch.linalg.solve_triangular(chol11, k21.transpose(-1, -2), upper=False)
     cov = k22 - v.transpose(-1, -2) @ v
-    chol = safe_cholesky(cov, hyper.outputscale)
+    chol = safe_cholesky(cov, _max_variance(hyper))
     z = torch.randn(x2.shape[0], x2.shape[1], 1, generator=gen, dtype=torch.float64)
     return mean + (chol @ z).squeeze(-1)
 
@@ -282,13 +309,7 @@ def sample_tasks(
     mask = torch.ones(batch_size, num_context, dtype=torch.bool)
     o_mean, o_var = gp_posterior(xc, yc, mask, xt, hyper)
     cast = {k: v.to(dtype) for k, v in dict(xc=xc, yc=yc, xt=xt, ft=ft, yt=yt).items()}
-    hyper_cast = GPHyper(
-        hyper.kernel_id,
-        hyper.lengthscale.to(dtype),
-        hyper.outputscale.to(dtype),
-        hyper.mean.to(dtype),
-        hyper.noise.to(dtype),
-    )
+    hyper_cast = hyper.to(dtype)
     return TaskBatch(
         mask=mask,
         oracle_mean=o_mean.to(dtype),

@@ -15,7 +15,6 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from botorch_tnpkr.priors.oracle import GPHyper
 from botorch_tnpkr.priors.sampler import TaskBatch
 
 MIN_SPREAD = 1e-8  # BoTorch's Standardize treats smaller spreads as constant
@@ -59,11 +58,10 @@ def standardize_batch(batch: TaskBatch) -> TaskBatch:
         yt=(batch.yt - loc) / scale,
         oracle_mean=(batch.oracle_mean - loc) / scale,
         oracle_var=batch.oracle_var / scale**2,
-        hyper=GPHyper(
-            hyper.kernel_id,
-            hyper.lengthscale,
-            hyper.outputscale / flat_scale**2,
-            (hyper.mean - flat_loc) / flat_scale,
-            hyper.noise / flat_scale**2,
+        hyper=dataclasses.replace(
+            hyper,
+            outputscale=hyper.outputscale / flat_scale**2,
+            mean=(hyper.mean - flat_loc) / flat_scale,
+            noise=hyper.noise / flat_scale**2,
         ),
     )

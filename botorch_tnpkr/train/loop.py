@@ -110,9 +110,7 @@ def parameter_groups(model: torch.nn.Module, preset: TrainPreset) -> list[dict[s
     for name, parameter in model.named_parameters():
         factor = next((float(f) for frag, f in preset.lr_scales if frag in name), 1.0)
         groups.setdefault(factor, []).append(parameter)
-    return [
-        {"params": params, "lr_scale": factor} for factor, params in groups.items() if params
-    ]
+    return [{"params": params, "lr_scale": factor} for factor, params in groups.items() if params]
 
 
 def context_cap(step: int, preset: TrainPreset, total: int) -> int:

@@ -257,6 +257,7 @@ def test_exact_wide_preset_grows_the_shipped_network() -> None:
 def test_exact_nearpath_preset_grows_the_shipped_network() -> None:
     """``exact-nearpath`` adds the nearest-neighbour readout to the shipped wide network,
     predicting what it predicts until trained."""
-    _assert_preset_grows_shipped(
-        "tnpkr-exact", "exact-wide-lo", "exact-nearpath", "near_path False -> True"
-    )
+    for preset in ("exact-nearpath", "exact-peak"):
+        _assert_preset_grows_shipped(
+            "tnpkr-exact", "exact-wide-lo", preset, "near_path False -> True"
+        )

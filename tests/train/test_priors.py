@@ -123,7 +123,66 @@ def test_near_data_targets_sit_at_context_points(bo_shaped: bool) -> None:
     assert float(torch.cdist(plain.xt, plain.xc).min(-1).values[:, :4].median()) > 0.01
 
 
+@pytest.mark.parametrize("bo_shaped", [False, True])
+def test_peaked_tasks_are_exact_gps_that_stand_far_above_the_rest(bo_shaped: bool) -> None:
+    """``peak_share``: the oracle is the exact posterior of the modulated kernel (a direct
+    solve with ``a(x) a(x') k(x, x')``), its z-scores of the true f are standard normal, and
+    on uniform layouts the functions reach standardised values plain GP draws rarely reach."""
+    prior = PriorConfig(max_dim=3, peak_share=1.0, peak_height_range=(5.0, 10.0))
+    batch = sample_tasks(
+        prior,
+        64,
+        _gen(8),
+        dim=2,
+        num_context=30,
+        num_targets=32,
+        bo_shaped=bo_shaped,
+        dtype=torch.float64,
+    )
+    h = batch.hyper
+    assert h.peak is not None and h.peak.shape == (64, 4) and bool((h.peak[:, -1] >= 5).all())
+    sel = slice(0, 1)
+    k = kernel_matrix(
+        batch.xc[sel], batch.xc[sel], h.kernel_id[sel], h.lengthscale[sel], h.outputscale[sel]
+    )[0]
+    kt = kernel_matrix(
+        batch.xt[sel], batch.xc[sel], h.kernel_id[sel], h.lengthscale[sel], h.outputscale[sel]
+    )[0]
+    centre, width, height = h.peak[0, :2], h.peak[0, 2], h.peak[0, 3]
+
+    def amp(x: torch.Tensor) -> torch.Tensor:
+        return 1 + height * torch.exp(-0.5 * (x - centre).square().sum(-1) / width**2)
+
+    ac, at = amp(batch.xc[0]), amp(batch.xt[0])
+    k, kt = k * ac[:, None] * ac[None, :], kt * at[:, None] * ac[None, :]
+    a = k + torch.eye(30, dtype=torch.float64) * (h.noise[0] + 1e-8 * h.outputscale[0])
+    mean = h.mean[0] + kt @ torch.linalg.solve(a, batch.yc[0] - h.mean[0])
+    torch.testing.assert_close(batch.oracle_mean[0], mean, rtol=1e-6, atol=1e-8)
+    z = (batch.ft - batch.oracle_mean) / batch.oracle_var.sqrt()
+    assert abs(float(z.mean())) < 0.15 and 0.8 < float(z.var()) < 1.25
+    plain = sample_tasks(
+        PriorConfig(max_dim=3),
+        64,
+        _gen(8),
+        dim=2,
+        num_context=30,
+        num_targets=32,
+        dtype=torch.float64,
+    )
+
+    def top_z(b):
+        f = torch.cat([b.yc, b.ft], dim=1)
+        return ((f - f.mean(1, keepdim=True)) / f.std(1, keepdim=True)).amax(1)
+
+    if not bo_shaped:  # (BO-shaped contexts crowd into the peak, which lowers its z-score)
+        assert float(top_z(batch).median()) > float(top_z(plain).median()) + 0.5
+
+
 def test_prior_validation() -> None:
+    with pytest.raises(ConfigError, match="peak_share"):
+        PriorConfig(peak_share=-0.1)
+    with pytest.raises(ConfigError, match="peak_width_range"):
+        PriorConfig(peak_width_range=(0.2, 0.1))
     with pytest.raises(ConfigError, match="near_share"):
         PriorConfig(near_share=1.5)
     with pytest.raises(ConfigError, match="near_jitter_range"):

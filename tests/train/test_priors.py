@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from botorch_tnpkr.errors import ConfigError
-from botorch_tnpkr.priors import KERNELS, PriorConfig, gp_posterior, kernel_matrix, sample_tasks
+from botorch_tnpkr.priors import (
+    KERNELS,
+    PriorConfig,
+    gp_posterior,
+    kernel_matrix,
+    sample_tasks,
+    standardize_batch,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -160,6 +167,11 @@ def test_peaked_tasks_are_exact_gps_that_stand_far_above_the_rest(bo_shaped: boo
     torch.testing.assert_close(batch.oracle_mean[0], mean, rtol=1e-6, atol=1e-8)
     z = (batch.ft - batch.oracle_mean) / batch.oracle_var.sqrt()
     assert abs(float(z.mean())) < 0.15 and 0.8 < float(z.var()) < 1.25
+    scaled = standardize_batch(batch)  # the peak is relative: it travels unchanged
+    assert scaled.hyper.peak is h.peak
+    m, v = gp_posterior(scaled.xc, scaled.yc, scaled.mask, scaled.xt, scaled.hyper)
+    torch.testing.assert_close(m, scaled.oracle_mean)
+    torch.testing.assert_close(v, scaled.oracle_var)
     plain = sample_tasks(
         PriorConfig(max_dim=3),
         64,

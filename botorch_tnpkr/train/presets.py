@@ -157,6 +157,22 @@ def _wide_restart(name: str, lr: float) -> TrainPreset:
     )
 
 
+def _near_path_fine_tune(name: str, prior: PriorConfig) -> TrainPreset:
+    """The shipped wide network grown with the near path (``--init-from
+    botorch_tnpkr/checkpoints/tnpkr-exact.safetensors``) on ``prior``: exact-near's schedule
+    (peak lr 3e-5, warm-up 100, 8k-step cosine), fine functions at 100x and the path's new
+    weights at 30x (they start at zero)."""
+    return _standardised_fine_tune(
+        name,
+        _WIDE_MODEL.replace(near_path=True),
+        prior=prior,
+        total_steps=8_000,
+        lr=3e-5,
+        warmup_steps=100,
+        lr_scales=((".bias.fine_", 100.0), ("near_path.", 30.0)),
+    )
+
+
 PRESETS: dict[str, TrainPreset] = {
     "tiny": TrainPreset(
         name="tiny",
@@ -291,28 +307,16 @@ PRESETS: dict[str, TrainPreset] = {
     # at about 0.07 nats per 1k steps at the data, because the value must travel through six
     # blocks to the head; the path hands it to the head. Its new weights start at zero and
     # train at 30x the peak lr (9e-4), the rest at exact-near's.
-    "exact-nearpath": _standardised_fine_tune(
-        "exact-nearpath",
-        _WIDE_MODEL.replace(near_path=True),
-        prior=PriorConfig(max_context=512, near_share=0.25),
-        total_steps=8_000,
-        lr=3e-5,
-        warmup_steps=100,
-        lr_scales=((".bias.fine_", 100.0), ("near_path.", 30.0)),
+    "exact-nearpath": _near_path_fine_tune(
+        "exact-nearpath", PriorConfig(max_context=512, near_share=0.25)
     ),
     # exact-nearpath with 30% peaked tasks (``PriorConfig.peak_share``): at 400-1,000 Sobol
     # points of Hartmann-6 the best points stand 4.5-6.6 standard deviations above the mean,
     # beyond anything plain GP draws show, and the shipped network predicted them 1.4 sds
     # low (mean error 0.5-0.6 near the best points against the GP's 0.01-0.07), so LogEI
     # never exploited. ``--init-from botorch_tnpkr/checkpoints/tnpkr-exact.safetensors``.
-    "exact-peak": _standardised_fine_tune(
-        "exact-peak",
-        _WIDE_MODEL.replace(near_path=True),
-        prior=PriorConfig(max_context=512, near_share=0.25, peak_share=0.3),
-        total_steps=8_000,
-        lr=3e-5,
-        warmup_steps=100,
-        lr_scales=((".bias.fine_", 100.0), ("near_path.", 30.0)),
+    "exact-peak": _near_path_fine_tune(
+        "exact-peak", PriorConfig(max_context=512, near_share=0.25, peak_share=0.3)
     ),
     # dka-std grown (``--init-from runs/dka-std/best.safetensors``) as exact-std was into
     # exact-deep: 6 blocks, FFN 256. The linear-attention network serves histories above

@@ -45,21 +45,32 @@ def test_seeded_draws_are_reproducible() -> None:
     assert a.yt.shape != c.yt.shape or not torch.equal(a.yt, c.yt)
 
 
+def _direct_solve(batch, i: int, amplitude=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Task ``i``'s posterior mean and latent variance at its targets by a dense solve; the
+    kernel times ``amplitude(x) amplitude(x')`` when given."""
+    h, sel = batch.hyper, slice(i, i + 1)
+    args = (h.kernel_id[sel], h.lengthscale[sel], h.outputscale[sel])
+    k = kernel_matrix(batch.xc[sel], batch.xc[sel], *args)[0]
+    kt = kernel_matrix(batch.xt[sel], batch.xc[sel], *args)[0]
+    prior_var = h.outputscale[i].expand(kt.shape[0])
+    if amplitude is not None:
+        ac, at = amplitude(batch.xc[i]), amplitude(batch.xt[i])
+        k, kt, prior_var = (
+            k * ac[:, None] * ac[None, :],
+            kt * at[:, None] * ac[None, :],
+            prior_var * at**2,
+        )
+    a = k + torch.eye(k.shape[0], dtype=k.dtype) * (h.noise[i] + 1e-8 * h.outputscale[i])
+    mean = h.mean[i] + kt @ torch.linalg.solve(a, batch.yc[i] - h.mean[i])
+    return mean, prior_var - (kt @ torch.linalg.solve(a, kt.T)).diagonal()
+
+
 def test_oracle_matches_direct_solve() -> None:
     prior = PriorConfig(max_dim=3)
     batch = sample_tasks(prior, 2, _gen(1), dim=3, num_context=12, dtype=torch.float64)
     h = batch.hyper
     for i in range(2):
-        sel = slice(i, i + 1)
-        k = kernel_matrix(
-            batch.xc[sel], batch.xc[sel], h.kernel_id[sel], h.lengthscale[sel], h.outputscale[sel]
-        )[0]
-        kt = kernel_matrix(
-            batch.xt[sel], batch.xc[sel], h.kernel_id[sel], h.lengthscale[sel], h.outputscale[sel]
-        )[0]
-        a = k + torch.eye(12, dtype=torch.float64) * (h.noise[i] + 1e-8 * h.outputscale[i])
-        mean = h.mean[i] + kt @ torch.linalg.solve(a, batch.yc[i] - h.mean[i])
-        var = h.outputscale[i] - (kt @ torch.linalg.solve(a, kt.T)).diagonal()
+        mean, var = _direct_solve(batch, i)
         torch.testing.assert_close(batch.oracle_mean[i], mean, rtol=1e-6, atol=1e-8)
         torch.testing.assert_close(
             batch.oracle_var[i], var.clamp_min(1e-12 * h.outputscale[i]), rtol=1e-5, atol=1e-8
@@ -148,22 +159,13 @@ def test_peaked_tasks_are_exact_gps_that_stand_far_above_the_rest(bo_shaped: boo
     )
     h = batch.hyper
     assert h.peak is not None and h.peak.shape == (64, 4) and bool((h.peak[:, -1] >= 5).all())
-    sel = slice(0, 1)
-    k = kernel_matrix(
-        batch.xc[sel], batch.xc[sel], h.kernel_id[sel], h.lengthscale[sel], h.outputscale[sel]
-    )[0]
-    kt = kernel_matrix(
-        batch.xt[sel], batch.xc[sel], h.kernel_id[sel], h.lengthscale[sel], h.outputscale[sel]
-    )[0]
     centre, width, height = h.peak[0, :2], h.peak[0, 2], h.peak[0, 3]
 
     def amp(x: torch.Tensor) -> torch.Tensor:
         return 1 + height * torch.exp(-0.5 * (x - centre).square().sum(-1) / width**2)
 
-    ac, at = amp(batch.xc[0]), amp(batch.xt[0])
-    k, kt = k * ac[:, None] * ac[None, :], kt * at[:, None] * ac[None, :]
-    a = k + torch.eye(30, dtype=torch.float64) * (h.noise[0] + 1e-8 * h.outputscale[0])
-    mean = h.mean[0] + kt @ torch.linalg.solve(a, batch.yc[0] - h.mean[0])
+    mean, var = _direct_solve(batch, 0, amp)
+    torch.testing.assert_close(batch.oracle_var[0], var, rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(batch.oracle_mean[0], mean, rtol=1e-6, atol=1e-8)
     z = (batch.ft - batch.oracle_mean) / batch.oracle_var.sqrt()
     assert abs(float(z.mean())) < 0.15 and 0.8 < float(z.var()) < 1.25

@@ -323,7 +323,7 @@ class TNPKR(nn.Module):
         noise_std = min_std + (1.0 - min_std) * F.softplus(raw[..., 2])
         mean, fvar, noise_var = raw[..., 0], (scale * f_std) ** 2, (scale * noise_std) ** 2
         if self.near_path is not None:  # in standardised units
-            mean, f_var = self.near_path.update(mean, f_std**2, noise_std**2, h, near)
+            mean, f_var = self.near_path.update(mean, f_std**2, h, near, min_std**2)
             fvar = scale**2 * f_var
         if var_scale is not None:
             fvar, noise_var = fvar * var_scale, noise_var * var_scale

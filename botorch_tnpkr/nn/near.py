@@ -11,17 +11,17 @@ the incumbent. The near path hands the head the nearest context point directly:
 * ``NEAR_FEATURES`` features of that neighbour (log distance, three soft indicators of
   closeness, its standardised value, its known noise) enter the head's input through a
   linear map;
-* a gate computed from the head's input and the features gives ``kappa = max(0, tanh(g1))``
-  in [0, 1), how much the neighbour counts as a fresh observation of ``f`` at the test point,
-  and ``nu = nv exp(-g2)``, the noise variance that observation carries (``nv`` the predicted
-  noise variance, which the network overestimates on nearly noiseless tasks: it cannot know
-  the noise level as the oracle does). The head's Gaussian (mean ``m``, latent variance
-  ``v``) is updated as by that observation: ``w = kappa v / (nu + kappa v)``,
-  ``m' = m + w (y_near - m)``, ``v' = (1 - w) v``. At ``kappa = 1`` with little noise that is
-  interpolation; at ``kappa = 0`` nothing changes.
+* a gate computed from the head's input and the features gives the weight
+  ``w = max(0, tanh(g)) in [0, 1)`` of the neighbour, and the head's Gaussian (mean ``m``,
+  latent variance ``v``) is updated as a Gaussian is by one observation of that weight:
+  ``m' = m + w (y_near - m)``, ``v' = (1 - w) v + w floor`` (``floor`` the head's smallest
+  variance, ``min_std^2``: ``tanh`` rounds to 1). At ``w`` near 1 that is interpolation; at 0
+  nothing changes. (A first form computed ``w = kappa v / (nu + kappa v)`` from a gated
+  ``kappa`` and a noise ``nu``; on nearly noiseless tasks ``v / nu`` is 1e4 or more, so any
+  small ``kappa`` snapped the mean to the neighbour, and it trained worse than no path.)
 
-The linear map's weights and the gate's last layer start at zero (``kappa = 0``, ``nu = nv``),
-so a network that gains the path (``nn.grow``) predicts exactly what it did until trained. The
+The linear map's weights and the gate's last layer start at zero (``w = 0``), so a network
+that gains the path (``nn.grow``) predicts exactly what it did until trained. The
 search reads every context point, O(nC * nT) (in tiles of ``scan_chunk``), as the exact
 backends' attention does; the path exists for exact backends only. The neighbour is found
 without gradient; the distance to it is differentiable in the test inputs.
@@ -42,8 +42,6 @@ _CLOSENESS_SCALES = (1e-3, 1e-2, 1e-1)
 # The distance an empty context reports (no neighbour: every closeness is 0).
 _FAR = 10.0
 _GATE_HIDDEN = 64
-# Bound of the update's log noise factor ``g2`` (factors exp(-12) to exp(12)).
-_LOG_NOISE_BOUND = 12.0
 
 
 def nearest(queries: Tensor, keys: Tensor, mask: Tensor, chunk: int) -> Tensor:
@@ -127,7 +125,7 @@ class NearPath(nn.Module):
         super().__init__()
         self.proj = nn.Linear(NEAR_FEATURES, dim)
         self.gate = nn.Sequential(
-            nn.Linear(dim + NEAR_FEATURES, _GATE_HIDDEN), nn.GELU(), nn.Linear(_GATE_HIDDEN, 2)
+            nn.Linear(dim + NEAR_FEATURES, _GATE_HIDDEN), nn.GELU(), nn.Linear(_GATE_HIDDEN, 1)
         )
         for layer in (self.proj, self.gate[-1]):
             nn.init.zeros_(layer.weight)
@@ -137,17 +135,17 @@ class NearPath(nn.Module):
         return h + self.proj(features)
 
     def update(
-        self, mean: Tensor, fvar: Tensor, noise_var: Tensor, h: Tensor, features: Tensor
+        self, mean: Tensor, fvar: Tensor, h: Tensor, features: Tensor, floor: float
     ) -> tuple[Tensor, Tensor]:
         """The mean and latent variance `... x m` after the neighbour's update.
 
         Args:
-            mean, fvar, noise_var: The head's standardised Gaussian, `... x m`.
+            mean, fvar: The head's standardised mean and latent variance, `... x m`.
             h: The head's input `... x m x D`.
             features: `... x m x NEAR_FEATURES`.
+            floor: The smallest latent variance the head predicts (standardised).
         """
-        gate = self.gate(torch.cat([h, features], dim=-1))
-        kappa = torch.tanh(gate[..., 0]).clamp_min(0.0)  # the gradient passes at 0 (the start)
-        nu = noise_var * torch.exp(-gate[..., 1].clamp(-_LOG_NOISE_BOUND, _LOG_NOISE_BOUND))
-        weight = kappa * fvar / (nu + kappa * fvar)
-        return mean + weight * (features[..., 4] - mean), (1.0 - weight) * fvar
+        gate = self.gate(torch.cat([h, features], dim=-1)).squeeze(-1)
+        weight = torch.tanh(gate).clamp_min(0.0)  # the gradient passes at 0 (the start)
+        fvar = (1.0 - weight) * fvar + weight * floor
+        return mean + weight * (features[..., 4] - mean), fvar

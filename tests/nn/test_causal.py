@@ -50,7 +50,7 @@ def _reference(model, xc, yc, xa, ya, xt, yvar_a=None) -> Prediction:
         t = t + block.ffn(block.norm_ffn(t))
         c, _ = block.context_step(c, x_bias, torch.ones(b, n, dtype=torch.bool))
         added = torch.cat(new_added, 1)
-    return model.readout(t, loc, scale)
+    return model.readout(t, loc, scale, near=model.near_inputs(cache, xt))
 
 
 def _paths_pred(pred: Prediction, g: int = 0, s: int = 0) -> Prediction:
@@ -62,6 +62,10 @@ class CausalConformance:
 
     def model(self, **changes):
         return make_model(self.attention, **changes)
+
+    def union_targets(self, xc, xt):
+        """Test points of ``test_one_block_extension_equals_encoding_the_union``."""
+        return xt
 
     def test_without_added_points_equals_predict(self):
         model = self.model()
@@ -89,6 +93,7 @@ class CausalConformance:
         # loc +- scale leave the context's y_loc and y_scale unchanged.
         model = self.model(num_blocks=1)
         xc, yc, xt = make_task(nc=9, nt=5)
+        xt = self.union_targets(xc, xt)
         yvar = torch.full_like(yc, 0.02) if known else None
         cache = model.encode(xc, yc, yvar=yvar)
         xa = torch.rand(2, 2, 2, dtype=xc.dtype, generator=torch.Generator().manual_seed(5))
@@ -359,3 +364,17 @@ class TestDKA(CausalConformance):
 
 class TestPerformer(CausalConformance):
     attention = "performer"
+
+
+class TestSoftmaxNearPath(CausalConformance):
+    """The readout's near path: it reads the context's points, not the added ones."""
+
+    attention = "softmax"
+
+    def model(self, **changes):
+        return make_model(self.attention, **{"near_path": True, **changes})
+
+    def union_targets(self, xc, xt):
+        """Test points at context points: extension equals the union only when every test
+        point's nearest point is a context point, since the path does not read added ones."""
+        return xc[:, : xt.shape[1]] + 1e-4

@@ -117,7 +117,7 @@ class NearPath(nn.Module):
     """The head's nearest-neighbour input and update (zero at initialisation).
 
     ``head_input(h, f)`` is the head's input, ``h + proj(f)``; ``update(...)`` the head's
-    Gaussian after the neighbour's one-observation update. ``h`` `... x D` (the normed test
+    Gaussian moved towards the neighbour by the gated weight. ``h`` `... x D` (the normed test
     tokens), ``f`` `... x NEAR_FEATURES`.
     """
 
